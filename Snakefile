@@ -1,0 +1,23 @@
+# segfusion: fuse semantic and instance segmentation, reproducibly.
+# `snakemake --cores all` runs the whole chain on config.yaml (the embedded synthetic default).
+from snakemake.utils import min_version
+
+min_version("8.20")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/predict.smk"
+include: "workflow/rules/fuse.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/summary/tables.md",
+    default_target: True

@@ -1,0 +1,309 @@
+"""The `segfusion` command: one subcommand per workflow rule, and the only place that parses arguments.
+
+torch is imported only inside the subcommands that need it (train, predict), so
+synthesize, convert, fuse, evaluate, gather and aggregate start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _params(text: str | None) -> dict:
+    """``--params``: a JSON object, or the path of a JSON file."""
+    if not text:
+        return {}
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"--params: invalid JSON ({err}): {text[:200]}") from None
+    from segfusion.io.atomic import read_json
+
+    return read_json(text)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = text.lower().split("x")
+        return int(h), int(w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like HxW, got {text!r}") from None
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, k = text.split("/")
+        return int(i), int(k)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shard must look like I/K (0-based I), got {text!r}") from None
+
+
+def _threads(n: int) -> None:
+    import os
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(n))
+
+
+# -- data ----------------------------------------------------------------------------------------
+def cmd_synthesize(a) -> None:
+    from segfusion.datasets.synthetic import synthesize
+
+    paths = synthesize(a.flavour, a.out, a.split, a.num, a.size, a.seed)
+    print(f"wrote {len(paths)} {a.flavour} images of {a.size[0]}x{a.size[1]} to {a.out} ({a.split})")
+
+
+def cmd_convert(a) -> None:
+    from segfusion.datasets.registry import convert
+
+    skipped = convert(a.format, a.raw, a.split, a.out, workers=a.threads, skip_bad=a.skip_bad, options=_params(a.params))
+    print(f"converted {a.raw} ({a.format}, {a.split}) -> {a.out}; skipped {len(skipped)}")
+
+
+def cmd_validate_dataset(a) -> None:
+    from segfusion.datasets.validate import validate_split
+
+    problems = validate_split(a.path)
+    for p in problems:
+        print(p)
+    if problems:
+        raise SystemExit(f"{a.path}: {len(problems)} problem(s)")
+    print(f"{a.path}: OK")
+
+
+# -- models --------------------------------------------------------------------------------------
+def cmd_train(a) -> None:
+    _threads(a.threads)
+    import torch
+
+    from segfusion.datasets.canonical import CanonicalSplit
+    from segfusion.datasets.torch_dataset import Augmentation, PanopticTrainingData
+    from segfusion.models.build import MODEL_PRESETS, Architecture, ModelVariant, build_model
+    from segfusion.training.checkpoint import load_model, run_hash, save_model
+    from segfusion.training.loop import LoopOptions, Schedule, plot_loss, train
+
+    torch.set_num_threads(a.threads)
+    p = _params(a.params)
+    split = CanonicalSplit(a.data)
+    if a.stage == 1:
+        variant = MODEL_PRESETS["maskrcnn_imp"]  # stage 1 is Mask R-CNN alone
+    else:
+        variant = ModelVariant(**p["variant"])
+    run_dir = Path(a.run_dir) / run_hash(p, a.init)
+    print(f"stage {a.stage}: {variant}, run directory {run_dir}", flush=True)
+    torch.manual_seed(int(p.get("seed", 0)))
+    if a.init:
+        model, _, _ = load_model(a.init, variant=variant)
+    else:
+        model = build_model(variant, Architecture.from_dict(p.get("arch", {})), split.classes)
+        if p.get("arch", {}).get("pretrained"):
+            from segfusion.training.pretrained import load_pretrained
+
+            load_pretrained(model, p["arch"]["pretrained"], split.classes)
+    loop = dict(p.get("loop", {}))
+    frozen = tuple(loop.pop("freeze", ()))
+    model.freeze(frozen)
+    options = LoopOptions(
+        seed=int(p.get("seed", 0)),
+        train_detector=variant.detector and not {"rpn", "roi_heads"} <= set(frozen),
+        **loop,
+    )
+    schedule = Schedule(**{**p["schedule"], "steps": tuple(p["schedule"].get("steps", ()))})
+    data = PanopticTrainingData(split, Augmentation(**{**p.get("augmentation", {}), "crop_size": _crop(p)}))
+    t0 = time.perf_counter()
+    history = train(model, data, schedule, options, run_dir, progress=not a.no_progress)
+    plot_loss(run_dir / "loss.png", history, f"stage {a.stage} {variant.head}{' + IMP' if variant.imp else ''}")
+    save_model(a.out, model, split.classes, a.stage, extra={"params": p, "run_dir": str(run_dir), "seconds": time.perf_counter() - t0})
+    print(f"wrote {a.out} after {schedule.iterations} iterations ({time.perf_counter() - t0:.1f} s)")
+
+
+def _crop(p: dict):
+    crop = p.get("augmentation", {}).get("crop_size")
+    return tuple(crop) if crop else None
+
+
+def cmd_predict(a) -> None:
+    _threads(a.threads)
+    import torch
+
+    from segfusion.datasets.canonical import CanonicalSplit
+    from segfusion.inference.cache import CacheWriter
+    from segfusion.inference.predict import predict_split, shard_records
+    from segfusion.provenance import provenance
+    from segfusion.training.checkpoint import file_digest, load_model
+
+    torch.set_num_threads(a.threads)
+    p = _params(a.params)
+    model, classes, payload = load_model(a.model)
+    split = CanonicalSplit(a.data)
+    if split.classes != classes:
+        raise SystemExit(f"{a.model}: trained on classes {classes.names}, but {a.data} has {split.classes.names}")
+    index, count = a.shard
+    records = shard_records(split.images, index, count)
+    config_hash = prediction_config_hash(a.model, p, file_digest(a.model))
+    name = Path(a.model).parent.parent.name
+    with CacheWriter(a.out, name, config_hash, classes, provenance()) as writer:
+        stats = predict_split(model, split, records, writer, batch_size=int(p.get("batch_size", 4)))
+    print(f"wrote {a.out}: {stats['images']} images, {stats['images_per_second']:.2f} images/s")
+
+
+def prediction_config_hash(model_path: str, predict_params: dict, model_digest: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(predict_params, sort_keys=True).encode())
+    h.update(model_digest.encode())
+    return h.hexdigest()[:16]
+
+
+# -- fusion and metrics --------------------------------------------------------------------------
+def cmd_fuse(a) -> None:
+    from tqdm import tqdm
+
+    from segfusion.fusion import fuse
+    from segfusion.inference.cache import CacheReader
+    from segfusion.io.fused import write_fused
+
+    params = _params(a.params)
+    seconds = []
+
+    def items(reader):
+        for cached in tqdm(reader, total=len(reader), desc=f"fuse {a.method}"):
+            t0 = time.perf_counter()
+            pan = fuse(a.method, cached.instances, cached.semantic, reader.classes, **params)
+            seconds.append(time.perf_counter() - t0)
+            yield cached.name, cached.image_id, pan
+
+    with CacheReader(a.cache) as reader:
+        n = write_fused(a.out, reader.classes, items(reader), meta={"method": a.method, "params": params, "cache": str(a.cache)})
+    ms = 1000 * sum(seconds) / max(len(seconds), 1)
+    print(f"fused {n} images with {a.method} ({ms:.1f} ms/image) -> {a.out}")
+
+
+def cmd_evaluate(a) -> None:
+    from segfusion.evaluation import evaluate_fused
+
+    state = evaluate_fused(a.data, a.fused, a.cache, _params(a.params))
+    from segfusion.io.atomic import write_json
+
+    write_json(a.out, state)
+    print(f"wrote metric state for {state['n_images']} images -> {a.out}")
+
+
+def cmd_gather(a) -> None:
+    from segfusion.evaluation import gather_states
+    from segfusion.io.atomic import write_json
+
+    result = gather_states(a.states, _params(a.meta))
+    write_json(a.out, result, indent=1)
+    m = result["metrics"]
+    print(f"{a.out}: PQ {m.get('pq', float('nan')):.4f} mIoU {m.get('miou', float('nan')):.4f}")
+
+
+def cmd_aggregate(a) -> None:
+    from segfusion.report.aggregate import aggregate
+
+    aggregate(a.metrics, a.out, _params(a.params))
+    print(f"summary written to {a.out}/tables.md")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segfusion", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("synthesize", help="write seeded synthetic scenes in a raw native layout")
+    s.add_argument("--flavour", choices=["street", "clothing"], default="street")
+    s.add_argument("--out", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--num", type=int, required=True)
+    s.add_argument("--size", type=_size, default=(128, 256), help="HxW")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_synthesize)
+
+    s = sub.add_parser("convert", help="raw dataset -> canonical dataset split")
+    s.add_argument("--format", required=True, choices=["cityscapes", "coco_panoptic", "modanet", "vcp"])
+    s.add_argument("--raw", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--skip-bad", action="store_true", help="skip bad images, listing them in skipped.csv")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--params", help="converter options (JSON or file)")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("validate-dataset", help="check a canonical split for consistency")
+    s.add_argument("path")
+    s.set_defaults(func=cmd_validate_dataset)
+
+    s = sub.add_parser("train", help="stage 1 (Mask R-CNN) or stage 2 (semantic/IMP head) training")
+    s.add_argument("--stage", type=int, choices=[1, 2], required=True)
+    s.add_argument("--data", required=True, help="canonical training split")
+    s.add_argument("--params", required=True, help="training params (JSON or file)")
+    s.add_argument("--out", required=True, help="final model file")
+    s.add_argument("--run-dir", required=True, help="root of run directories; the run goes to ROOT/<params hash>")
+    s.add_argument("--init", help="model file to start from (stage 1 weights for stage 2)")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("predict", help="run a model over a split (or shard) into the HDF5 cache")
+    s.add_argument("--model", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--shard", type=_shard, default=(0, 1), help="I/K, 0-based")
+    s.add_argument("--params", help="predict params (JSON or file)")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("fuse", help="fuse a prediction cache with one method")
+    s.add_argument("--cache", required=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--params", help="method params (JSON or file)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_fuse)
+
+    s = sub.add_parser("evaluate", help="metric state of a fused shard against ground truth")
+    s.add_argument("--data", required=True)
+    s.add_argument("--fused", required=True)
+    s.add_argument("--cache", help="prediction cache, for AP before fusion and diagnostics")
+    s.add_argument("--params", help="evaluation params (JSON or file)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("gather", help="merge per-shard metric states into one metrics JSON")
+    s.add_argument("states", nargs="+")
+    s.add_argument("--meta", help="labels of this result (JSON): dataset, model, fusion, split, seed")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_gather)
+
+    s = sub.add_parser("aggregate", help="metrics JSONs -> summary tables, plots, provenance")
+    s.add_argument("metrics", nargs="+")
+    s.add_argument("--params", help="report params (JSON or file)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_aggregate)
+    return parser
+
+
+def _version() -> str:
+    from segfusion import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        # Expected bad-input errors: one clear line naming the file/key/value, no traceback.
+        print(f"segfusion {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dataset converters (raw native formats -> canonical format) and the synthetic generator."""

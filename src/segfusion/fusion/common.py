@@ -1,0 +1,338 @@
+"""Machinery shared by the fusion methods (DESIGN.md, "Fusion methods").
+
+- `BilinearField`: a semantic prediction (C, h, w) seen at image resolution (H, W) through
+  the grid of `segfusion.resize.resize_bilinear`, without materialising (C, H, W): argmax
+  maps, exact values at chosen pixels, and exact row blocks.
+- `SegmentCanvas`: the (H, W) segment-id map being built plus its segment info; turns
+  into a `Panoptic` with ids 1..K.
+- parameter handling (`stuff_area_threshold`), input validation (`validate_inputs`) and
+  instance ordering / selection (`ranked_instances`).
+
+No torch here: the ``fuse`` command must start fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from segfusion.inference.paste import Crop, instance_crop
+from segfusion.resize import _axis_weights
+from segfusion.types import IGNORE_INDEX, ClassInfo, Instances, Panoptic, SemanticPrediction
+
+DEFAULT_STUFF_AREA_FRACTION = 4096 / (1024 * 2048)
+"""Kirillov's, Seamless' (Sec. 3.5) and JSIS' (Sec. 2.2.2) 4096 px on a 1024×2048 image."""
+
+_CHUNK = 1 << 16
+"""Pixels per batch when exact values are gathered (bounds memory to ~C × 256 kB)."""
+
+_CANDIDATES = 4
+"""Channels interpolated per pixel in mixed cells by `BilinearField.argmax`."""
+
+_ROW_BLOCK = 32
+"""Rows per block when full-resolution rows are computed exactly."""
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def stuff_area_threshold(
+    method: str, image_size: tuple[int, int], stuff_area: float | None, stuff_area_fraction: float | None
+) -> float:
+    """Minimum stuff area in pixels of this image.
+
+    ``stuff_area`` (pixels) or ``stuff_area_fraction`` (of H·W) may be given, not both; with
+    neither, ``DEFAULT_STUFF_AREA_FRACTION`` (4096 px at 1024×2048) applies.
+    """
+    if stuff_area is not None and stuff_area_fraction is not None:
+        raise ValueError(f"fusion {method!r}: give stuff_area or stuff_area_fraction, not both")
+    if stuff_area is not None:
+        if stuff_area < 0:
+            raise ValueError(f"fusion {method!r}: stuff_area must be >= 0, got {stuff_area}")
+        return float(stuff_area)
+    fraction = DEFAULT_STUFF_AREA_FRACTION if stuff_area_fraction is None else float(stuff_area_fraction)
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fusion {method!r}: stuff_area_fraction must be in [0, 1], got {fraction}")
+    return fraction * image_size[0] * image_size[1]
+
+
+def validate_inputs(instances: Instances, semantic: SemanticPrediction, classes: ClassInfo) -> None:
+    """Image sizes agree, the semantic prediction has one channel per class, labels are things."""
+    if tuple(instances.image_size) != tuple(semantic.image_size):
+        raise ValueError(
+            f"fusion: instances are for an image of size {instances.image_size}, "
+            f"the semantic prediction for {semantic.image_size}"
+        )
+    if semantic.num_classes != classes.num_classes:
+        raise ValueError(
+            f"fusion: the semantic prediction has {semantic.num_classes} channels, the class list "
+            f"{classes.num_classes} classes"
+        )
+    labels = np.unique(instances.labels)
+    bad = labels[(labels < 0) | (labels >= classes.num_classes)]
+    if len(bad):
+        raise ValueError(f"fusion: instance labels {bad.tolist()} are not class indices 0..{classes.num_classes - 1}")
+    stuff = labels[~classes.is_thing_array[labels]]
+    if len(stuff):
+        names = [f"{int(c)} ({classes.names[int(c)]})" for c in stuff]
+        raise ValueError(f"fusion: instance labels {', '.join(names)} are stuff classes, not thing classes")
+
+
+def ranked_instances(instances: Instances, score_threshold: float, inclusive: bool) -> np.ndarray:
+    """Indices of the instances passing the score threshold, by descending score.
+
+    ``inclusive``: keep ``score >= score_threshold`` (else ``>``). The sort is stable, so
+    equal scores keep their input order.
+    """
+    scores = instances.scores
+    keep = scores >= score_threshold if inclusive else scores > score_threshold
+    index = np.flatnonzero(keep)
+    return index[np.argsort(-scores[index], kind="stable")]
+
+
+def binary_crop(instances: Instances, index: int, mask_threshold: float) -> Crop:
+    """Instance ``index``'s mask binarised as ``prob >= mask_threshold``, cut to its box.
+
+    Returns (bool crop, (y0, x0)); the crop may be empty or all False.
+    """
+    crop, offset = instance_crop(instances, index)
+    return crop >= mask_threshold, offset
+
+
+# --------------------------------------------------------------------------- semantic
+
+
+class BilinearField:
+    """Class probabilities (C, h, w) seen at image resolution (H, W).
+
+    Every value it reports is bit-identical to the corresponding value of
+    ``resize_bilinear(prob, (H, W))`` (same float32 operations in the same order: rows, then
+    columns), but (C, H, W) is never built. `argmax` uses that bilinear interpolation is a
+    convex combination of the 4 surrounding low-resolution pixels: where all 4 have the same
+    argmax class, so has every pixel between them; only the other pixels are computed.
+    """
+
+    def __init__(self, prob: np.ndarray, image_size: tuple[int, int]) -> None:
+        """prob: (C, h, w) probabilities (any float dtype); image_size: (H, W)."""
+        prob = np.asarray(prob)
+        if prob.ndim != 3:
+            raise ValueError(f"BilinearField: prob must be (C, h, w), got {prob.shape}")
+        self.prob = np.ascontiguousarray(prob, dtype=np.float32)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        _, h, w = self.prob.shape
+        self.identity = (h, w) == self.image_size
+        self._y = _axis_weights(h, self.image_size[0])
+        self._x = _axis_weights(w, self.image_size[1])
+        self._table: np.ndarray | None = None
+
+    @property
+    def num_channels(self) -> int:
+        return self.prob.shape[0]
+
+    def channels(self, index: Sequence[int] | np.ndarray) -> "BilinearField":
+        """The field restricted to channels ``index`` (in that order)."""
+        return BilinearField(self.prob[np.asarray(index, dtype=np.intp)], self.image_size)
+
+    def grouped(self, groups: Sequence[Sequence[int]]) -> "BilinearField":
+        """One channel per group: the sum of the group's channels.
+
+        Summing at low resolution equals summing the upsampled channels, since bilinear
+        interpolation is linear (up to float rounding).
+        """
+        out = np.stack([self.prob[np.asarray(g, dtype=np.intp)].sum(axis=0) for g in groups])
+        return BilinearField(out, self.image_size)
+
+    def _pixel_table(self) -> np.ndarray:
+        """(h·w, C) float32, channel-last copy for fast per-pixel gathers."""
+        if self._table is None:
+            c = self.num_channels
+            self._table = np.ascontiguousarray(self.prob.reshape(c, -1).T)
+        return self._table
+
+    def values(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """(K, C) float32 upsampled probabilities at the K pixels (ys, xs)."""
+        ys = np.asarray(ys, dtype=np.intp)
+        xs = np.asarray(xs, dtype=np.intp)
+        table = self._pixel_table()
+        w = self.prob.shape[2]
+        out = np.empty((len(ys), self.num_channels), np.float32)
+        for s in range(0, len(ys), _CHUNK):
+            y, x = ys[s : s + _CHUNK], xs[s : s + _CHUNK]
+            if self.identity:
+                out[s : s + _CHUNK] = table[y * w + x]
+                continue
+            y0, y1, wy = (a[y] for a in self._y)
+            x0, x1, wx = (a[x] for a in self._x)
+            uy, vy = (1.0 - wy)[:, None], wy[:, None]
+            r0 = table[y0 * w + x0] * uy + table[y1 * w + x0] * vy
+            r1 = table[y0 * w + x1] * uy + table[y1 * w + x1] * vy
+            out[s : s + _CHUNK] = r0 * (1.0 - wx)[:, None] + r1 * wx[:, None]
+        return out
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """(C, stop - start, W) float32: rows ``start:stop`` of the upsampled probabilities."""
+        if self.identity:
+            return self.prob[:, start:stop]
+        y0, y1, wy = (a[start:stop] for a in self._y)
+        x0, x1, wx = self._x
+        r = self.prob[:, y0, :] * (1.0 - wy)[None, :, None] + self.prob[:, y1, :] * wy[None, :, None]
+        return r[:, :, x0] * (1.0 - wx)[None, None, :] + r[:, :, x1] * wx[None, None, :]
+
+    def argmax(self) -> np.ndarray:
+        """(H, W) uint8 channel index of the maximum (first one on ties), like ``argmax(axis=0)``.
+
+        Exact: equal to ``resize_bilinear(prob, (H, W)).argmax(axis=0)``. Each output pixel
+        lies in the low-resolution cell of its 4 interpolation corners. In a cell whose
+        corners share their argmax class, every pixel has that class (a convex combination
+        keeps the order, and float32 rounding is monotone). In the other cells only the
+        `_CANDIDATES` channels with the largest corner maxima are interpolated; a pixel whose
+        best candidate does not beat every other channel's corner maximum (a bound on its
+        interpolated value) is recomputed over all channels.
+        """
+        if self.num_channels > 255:
+            raise ValueError(f"BilinearField.argmax: {self.num_channels} channels do not fit uint8")
+        low = _first_argmax(self.prob)
+        if self.identity:
+            return low
+        h, w = low.shape
+        below = np.minimum(np.arange(h) + 1, h - 1)
+        right = np.minimum(np.arange(w) + 1, w - 1)
+        uniform = (low == low[below]) & (low == low[:, right]) & (low == low[below][:, right])
+        labels = np.take(np.take(low, self._y[0], axis=0), self._x[0], axis=1)
+        ci, cj = np.nonzero(~uniform)
+        if len(ci) == 0:
+            return labels
+        cell, ys, xs = self._cell_pixels(ci, cj)
+        table = self._pixel_table()
+        # corner values of each mixed cell, (4, n, C): (i, j), (i+1, j), (i, j+1), (i+1, j+1)
+        corners = table[np.stack([ci * w + cj, below[ci] * w + cj, ci * w + right[cj], below[ci] * w + right[cj]])]
+        c = self.num_channels
+        if c > _CANDIDATES:
+            top = corners.max(axis=0)
+            order = np.argpartition(-top, _CANDIDATES, axis=1)
+            cand = np.sort(order[:, :_CANDIDATES], axis=1)
+            bound = np.take_along_axis(top, order[:, _CANDIDATES : _CANDIDATES + 1], axis=1)[:, 0]
+            corners = np.take_along_axis(corners, cand[None], axis=2)
+        else:
+            cand = np.broadcast_to(np.arange(c), (len(ci), c))
+            bound = np.full(len(ci), -np.finfo(np.float32).max, np.float32)
+        pc = corners[:, cell]
+        wy = self._y[2][ys][:, None]
+        wx = self._x[2][xs][:, None]
+        r0 = pc[0] * (1.0 - wy) + pc[1] * wy
+        r1 = pc[2] * (1.0 - wy) + pc[3] * wy
+        v = r0 * (1.0 - wx) + r1 * wx
+        k = v.argmax(axis=1)
+        best = np.take_along_axis(v, k[:, None], axis=1)[:, 0]
+        labels[ys, xs] = cand[cell, k]
+        margin = bound[cell]
+        unsure = ~(best > margin + 1e-5 * np.abs(margin))
+        if unsure.any():
+            ys, xs = ys[unsure], xs[unsure]
+            labels[ys, xs] = self.values(ys, xs).argmax(axis=1)
+        return labels
+
+    def _cell_pixels(self, ci: np.ndarray, cj: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Output pixels of the low-resolution cells (ci, cj): (cell index, ys, xs), each (P,)."""
+        y_start, y_count = _runs(self._y[0], self.prob.shape[1])
+        x_start, x_count = _runs(self._x[0], self.prob.shape[2])
+        row_cell, ys = _ragged_ranges(y_start[ci], y_count[ci])
+        row, xs = _ragged_ranges(x_start[cj[row_cell]], x_count[cj[row_cell]])
+        return row_cell[row], ys[row], xs
+
+    def argmax_and_max(self) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) uint8 argmax and (H, W) float32 maximum, computed in exact row blocks."""
+        height, width = self.image_size
+        arg = np.empty((height, width), np.uint8)
+        top = np.empty((height, width), np.float32)
+        for r in range(0, height, _ROW_BLOCK):
+            block = self.rows(r, min(r + _ROW_BLOCK, height))
+            arg[r : r + _ROW_BLOCK] = _first_argmax(block)
+            top[r : r + _ROW_BLOCK] = block.max(axis=0)
+        return arg, top
+
+
+def _runs(index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start and length (n,) of the run of each value 0..n-1 in the sorted ``index``."""
+    start = np.searchsorted(index, np.arange(n), side="left")
+    stop = np.searchsorted(index, np.arange(n), side="right")
+    return start, stop - start
+
+
+def _ragged_ranges(start: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated ranges ``start[k] .. start[k] + count[k]``: (owner k, value), each (sum(count),)."""
+    owner = np.repeat(np.arange(len(count)), count)
+    first = np.cumsum(count) - count
+    return owner, start[owner] + np.arange(int(count.sum())) - first[owner]
+
+
+def _first_argmax(prob: np.ndarray) -> np.ndarray:
+    """(h, w) uint8 argmax over axis 0 of (C, h, w), first index on ties, one pass per channel."""
+    best = prob[0].copy()
+    arg = np.zeros(best.shape, np.uint8)
+    for c in range(1, prob.shape[0]):
+        better = prob[c] > best
+        np.copyto(best, prob[c], where=better)
+        arg[better] = c
+    return arg
+
+
+# --------------------------------------------------------------------------- output
+
+
+@dataclass
+class SegmentCanvas:
+    """The segment-id map under construction and its segments' info.
+
+    ids:  (H, W) int32, 0 = not yet assigned (void if it stays so).
+    info: {id: (class_index, is_thing, iscrowd, score)} as `Panoptic.from_segment_map` takes.
+    Ids are handed out 1, 2, ... in creation order; `to_panoptic` renumbers the ids still
+    present to 1..K in that order.
+    """
+
+    image_size: tuple[int, int]
+    ids: np.ndarray = field(init=False)
+    info: dict[int, tuple[int, bool, bool, float]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ids = np.zeros(self.image_size, np.int32)
+
+    def new_segment(self, class_index: int, is_thing: bool, score: float = 1.0) -> int:
+        sid = len(self.info) + 1
+        self.info[sid] = (int(class_index), bool(is_thing), False, float(score))
+        return sid
+
+    def paint_classes(
+        self, labels: np.ndarray, allowed: np.ndarray, is_thing: np.ndarray, min_area: float = 0.0
+    ) -> np.ndarray:
+        """One segment per class of ``labels`` on the still unassigned pixels.
+
+        labels:   (H, W) uint8 class index (255 = leave void).
+        allowed:  (C,) bool, classes that may form segments (others stay void).
+        is_thing: (C,) bool, the segments' is_thing flag.
+        min_area: a class with fewer unassigned pixels than this stays void.
+        Returns the (C,) int64 areas counted on the unassigned pixels (before the area rule).
+        """
+        num = len(allowed)
+        free = self.ids == 0
+        lab = np.where(free, labels, np.uint8(IGNORE_INDEX))
+        areas = np.bincount(lab.reshape(-1), minlength=256)
+        lut = np.zeros(256, np.int32)
+        for c in np.flatnonzero(allowed & (areas[:num] > 0) & (areas[:num] >= min_area)).tolist():
+            lut[c] = self.new_segment(c, bool(is_thing[c]))
+        self.ids += lut[lab]
+        return areas[:num]
+
+    def to_panoptic(self) -> Panoptic:
+        """The `Panoptic` with ids renumbered 1..K (segments that lost all pixels dropped)."""
+        n = len(self.info)
+        present = np.bincount(self.ids.reshape(-1), minlength=n + 1)[1:] > 0
+        if present.all():
+            return Panoptic.from_segment_map(self.ids, self.info)
+        lut = np.zeros(n + 1, np.int32)
+        kept = np.flatnonzero(present) + 1
+        lut[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
+        info = {int(lut[k]): self.info[int(k)] for k in kept}
+        return Panoptic.from_segment_map(lut[self.ids], info)

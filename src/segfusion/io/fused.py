@@ -1,0 +1,101 @@
+"""Fused outputs on disk (DESIGN.md "Fused output"): COCO-panoptic PNG + JSON with native ids,
+semantic PNGs, and COCO instance results (RLE, class, score) for AP after fusion."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from segfusion.io.atomic import atomic_dir, read_json, write_json
+from segfusion.io.images import id2rgb, read_image, rgb2id, write_png
+from segfusion.types import ClassInfo, Panoptic, Segment
+
+
+def instance_results(image_id: int, pan: Panoptic, classes: ClassInfo) -> list[dict]:
+    """COCO results (RLE) of every non-crowd thing segment, scored with its instance score."""
+    from pycocotools import mask as mask_utils
+
+    out = []
+    for s in pan.segments:
+        if not s.is_thing or s.iscrowd:
+            continue
+        rle = mask_utils.encode(np.asfortranarray((pan.segment_ids == s.id).astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        out.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(classes.ids[s.class_index]),
+                "segmentation": rle,
+                "score": float(s.score),
+                "bbox": [float(v) for v in s.bbox],
+            }
+        )
+    return out
+
+
+def write_fused(out_dir: str | os.PathLike, classes: ClassInfo, items: Iterable[tuple[str, int, Panoptic]], meta: dict) -> int:
+    """Write (name, image_id, Panoptic) items atomically into ``out_dir``. Returns the count."""
+    images, annotations, results = [], [], []
+    with atomic_dir(out_dir) as tmp:
+        for name, image_id, pan in items:
+            write_png(tmp / "panoptic" / f"{name}.png", id2rgb(pan.segment_ids))
+            write_png(tmp / "semantic" / f"{name}.png", pan.semantic)
+            h, w = pan.segment_ids.shape
+            images.append({"id": image_id, "file_name": f"{name}.png", "height": h, "width": w})
+            annotations.append(
+                {
+                    "image_id": image_id,
+                    "file_name": f"{name}.png",
+                    "segments_info": [
+                        {
+                            "id": s.id,
+                            "category_id": int(classes.ids[s.class_index]),
+                            "iscrowd": int(s.iscrowd),
+                            "area": int(s.area),
+                            "bbox": list(map(int, s.bbox)),
+                            "score": float(s.score),
+                        }
+                        for s in pan.segments
+                    ],
+                }
+            )
+            results += instance_results(image_id, pan, classes)
+        categories = [
+            {"id": int(classes.ids[k]), "name": classes.names[k], "isthing": int(classes.is_thing[k]), "color": list(classes.colors[k])}
+            for k in range(classes.num_classes)
+        ]
+        write_json(tmp / "panoptic.json", {"images": images, "annotations": annotations, "categories": categories, "meta": meta})
+        write_json(tmp / "instances.json", results)
+        write_json(tmp / "classes.json", classes.to_dict())
+    return len(images)
+
+
+def read_fused(fused_dir: str | os.PathLike) -> Iterator[tuple[str, int, Panoptic]]:
+    """Iterate (name, image_id, Panoptic) of a fused output folder."""
+    fused_dir = Path(fused_dir)
+    data = read_json(fused_dir / "panoptic.json")
+    classes = ClassInfo.from_dict(read_json(fused_dir / "classes.json"))
+    index = classes.index_of_id()
+    for ann in data["annotations"]:
+        path = fused_dir / "panoptic" / ann["file_name"]
+        ids = rgb2id(read_image(path, mode="RGB"))
+        segments = []
+        for s in ann["segments_info"]:
+            if s["category_id"] not in index:
+                raise ValueError(f"{path}: segment {s['id']} has category {s['category_id']} outside the class list")
+            k = index[s["category_id"]]
+            segments.append(
+                Segment(
+                    id=int(s["id"]),
+                    class_index=k,
+                    is_thing=bool(classes.is_thing[k]),
+                    area=int(s["area"]),
+                    bbox=tuple(s["bbox"]),
+                    iscrowd=bool(s["iscrowd"]),
+                    score=float(s.get("score", 1.0)),
+                )
+            )
+        yield Path(ann["file_name"]).stem, int(ann["image_id"]), Panoptic(ids, tuple(segments))

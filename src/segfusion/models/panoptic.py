@@ -1,0 +1,264 @@
+"""Mask R-CNN (torchvision) + a semantic head, optionally fed by the IMP canvas.
+
+One module covers every variant of the IMP paper's ablation (Fig. 3): ``detector`` adds
+torchvision's RPN and RoI heads on the shared FPN; ``head`` adds a semantic head on the
+same FPN; ``imp`` projects the model's own detections of the same forward pass into a
+C x H/4 x W/4 canvas (Sec. 3.1) that the head concatenates (Fig. 4).
+
+Mask R-CNN labels are 1..T over the thing classes only; ``label_to_class`` maps them to
+the dataset's class index.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from segfusion.models.backbones import build_backbone
+from segfusion.models.build import Architecture, ModelVariant
+from segfusion.models.heads import build_semantic_head
+from segfusion.models.imp import instance_mask_projection_batched
+from segfusion.types import ClassInfo
+
+IMAGE_MEAN = [0.485, 0.456, 0.406]
+IMAGE_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass
+class RawPrediction:
+    """One image's network outputs in original-image coordinates (numpy), before any fusion."""
+
+    image_size: tuple[int, int]
+    boxes: np.ndarray  # (N, 4) float32
+    scores: np.ndarray  # (N,)
+    labels: np.ndarray  # (N,) class index
+    mask_prob: np.ndarray  # (N, 28, 28) float32
+    semantic_prob: np.ndarray  # (C, h, w) float32: head softmax, or the IMP canvas for maskrcnn_imp
+    proposals: np.ndarray  # (P, 4) RPN proposals, for the recall diagnostic
+
+
+def semantic_loss(logits: torch.Tensor, target: torch.Tensor, bootstrap_fraction: float = 1.0) -> torch.Tensor:
+    """Cross-entropy at input resolution, ignoring 255.
+
+    logits (B, C, h, w) at stride 4 are bilinearly upsampled to target (B, H, W).
+    ``bootstrap_fraction < 1`` keeps only the hardest fraction of valid pixels (hard-pixel
+    bootstrapping, as the Seamless and IMP setups use).
+    """
+    logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    per_pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none").flatten()
+    valid = target.flatten() != 255
+    losses = per_pixel[valid]
+    if losses.numel() == 0:
+        return logits.sum() * 0.0
+    if bootstrap_fraction < 1.0:
+        k = max(1, int(math.ceil(bootstrap_fraction * losses.numel())))
+        losses = losses.topk(k).values
+    return losses.mean()
+
+
+class PanopticModel(nn.Module):
+    def __init__(self, variant: ModelVariant, arch: Architecture, classes: ClassInfo):
+        super().__init__()
+        self.variant = variant
+        self.arch = arch
+        self.num_classes = classes.num_classes
+        things = classes.thing_indices.tolist()
+        self.register_buffer("label_to_class", torch.tensor([-1] + things, dtype=torch.long), persistent=False)
+        backbone = build_backbone(arch.backbone, arch.fpn_channels)
+        if variant.detector:
+            levels = len(arch.anchor_sizes)
+            anchors = AnchorGenerator(tuple((s,) for s in arch.anchor_sizes), ((0.5, 1.0, 2.0),) * levels)
+            c = arch.fpn_channels
+            ncls = len(things) + 1
+            self.detector = MaskRCNN(
+                backbone,
+                num_classes=None,
+                min_size=arch.min_size,
+                max_size=arch.max_size,
+                image_mean=IMAGE_MEAN,
+                image_std=IMAGE_STD,
+                rpn_anchor_generator=anchors,
+                rpn_pre_nms_top_n_train=arch.rpn_pre_nms_top_n_train,
+                rpn_post_nms_top_n_train=arch.rpn_post_nms_top_n_train,
+                rpn_pre_nms_top_n_test=arch.rpn_pre_nms_top_n_test,
+                rpn_post_nms_top_n_test=arch.rpn_post_nms_top_n_test,
+                rpn_batch_size_per_image=arch.rpn_batch_size_per_image,
+                box_head=TwoMLPHead(c * 7 * 7, arch.box_head_dim),
+                box_predictor=FastRCNNPredictor(arch.box_head_dim, ncls),
+                box_batch_size_per_image=arch.box_batch_size_per_image,
+                box_score_thresh=arch.box_score_thresh,
+                box_detections_per_img=arch.detections_per_image,
+                mask_head=MaskRCNNHeads(c, list(arch.mask_head_layers), 1),
+                mask_predictor=MaskRCNNPredictor(arch.mask_head_layers[-1], arch.mask_head_layers[-1], ncls),
+            )
+            self.body = None
+        else:
+            self.detector = None
+            self.body = backbone
+            self.resize = GeneralizedRCNNTransform(arch.min_size, arch.max_size, IMAGE_MEAN, IMAGE_STD)
+        self.head = (
+            build_semantic_head(variant.head, arch.fpn_channels, self.num_classes, variant.imp, arch.head_channels)
+            if variant.head != "none"
+            else None
+        )
+
+    # -- freezing -------------------------------------------------------------------------------
+    FREEZABLE = ("backbone", "rpn", "roi_heads")
+
+    def freeze(self, parts) -> None:
+        """Freeze named parts (``backbone``, ``rpn``, ``roi_heads``): no gradients, kept in eval mode."""
+        self.frozen = tuple(parts)
+        for part in self.frozen:
+            self._part(part).requires_grad_(False)
+
+    def _part(self, name: str) -> nn.Module:
+        if name not in self.FREEZABLE:
+            raise ValueError(f"cannot freeze {name!r}; choose from {self.FREEZABLE}")
+        if name == "backbone":
+            return self.backbone
+        if self.detector is None:
+            raise ValueError(f"cannot freeze {name!r}: this model has no detector")
+        return getattr(self.detector, name)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for part in getattr(self, "frozen", ()):
+            self._part(part).train(False)
+        return self
+
+    # -- shared pieces -------------------------------------------------------------------------
+    @property
+    def backbone(self) -> nn.Module:
+        return self.detector.backbone if self.detector is not None else self.body
+
+    @property
+    def transform(self) -> GeneralizedRCNNTransform:
+        return self.detector.transform if self.detector is not None else self.resize
+
+    def _detect(self, images, features, grad: bool):
+        """RPN + RoI heads in inference mode (detections for IMP), in transformed coordinates."""
+        rpn, roi = self.detector.rpn, self.detector.roi_heads
+        modes = (rpn.training, roi.training)
+        rpn.train(False)
+        roi.train(False)
+        try:
+            with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+                proposals, _ = rpn(images, features)
+                detections, _ = roi(features, proposals, images.image_sizes)
+        finally:
+            rpn.train(modes[0])
+            roi.train(modes[1])
+        return proposals, detections
+
+    def _canvas(self, detections, features) -> torch.Tensor:
+        """IMP canvas (B, C, H/4, W/4) over the padded batch, at P2's stride."""
+        p2 = features["0"]
+        return instance_mask_projection_batched(
+            [self.label_to_class[d["labels"]] for d in detections],
+            [d["scores"] for d in detections],
+            [d["masks"][:, 0] for d in detections],
+            [d["boxes"] for d in detections],
+            self.num_classes,
+            tuple(p2.shape[-2:]),
+            4.0,
+        )
+
+    # -- training ------------------------------------------------------------------------------
+    def losses(
+        self,
+        images: list[torch.Tensor],
+        targets: list[dict[str, torch.Tensor]],
+        train_detector: bool = True,
+        imp_end_to_end: bool = False,
+        bootstrap_fraction: float = 1.0,
+    ) -> dict[str, torch.Tensor]:
+        """Loss terms for a batch. images: list of (3, H, W) float in [0, 1]; targets: boxes,
+        labels (1..T), masks (N, H, W) uint8, semantic (H, W) long with 255 = ignore."""
+        det_targets = [{k: v for k, v in t.items() if k != "semantic"} for t in targets]
+        il, det_targets = self.transform(images, det_targets if self.detector is not None else None)
+        features = self.backbone(il.tensors)
+        losses: dict[str, torch.Tensor] = {}
+        if self.detector is not None and train_detector:
+            proposals, rpn_losses = self.detector.rpn(il, features, det_targets)
+            _, roi_losses = self.detector.roi_heads(features, proposals, il.image_sizes, det_targets)
+            losses.update(rpn_losses)
+            losses.update(roi_losses)
+        if self.head is not None:
+            canvas = None
+            if self.variant.imp:
+                _, detections = self._detect(il, features, grad=imp_end_to_end)
+                canvas = self._canvas(detections, features)
+                if not imp_end_to_end:
+                    canvas = canvas.detach()
+            logits = self.head(features, canvas)
+            target = self._semantic_target([t["semantic"] for t in targets], il)
+            losses["loss_semantic"] = semantic_loss(logits, target, bootstrap_fraction)
+        return losses
+
+    @staticmethod
+    def _semantic_target(semantics: list[torch.Tensor], il) -> torch.Tensor:
+        """Resize each (H, W) map to its transformed size (nearest) and pad with 255 to the batch."""
+        hp, wp = il.tensors.shape[-2:]
+        out = torch.full((len(semantics), hp, wp), 255, dtype=torch.long, device=il.tensors.device)
+        for i, (sem, (h, w)) in enumerate(zip(semantics, il.image_sizes)):
+            if sem.shape != (h, w):
+                sem = F.interpolate(sem[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
+            out[i, :h, :w] = sem
+        return out
+
+    # -- inference -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, images: list[torch.Tensor]) -> list[RawPrediction]:
+        """Raw soft outputs per image, in original-image coordinates."""
+        was_training = self.training
+        self.eval()
+        transform = self.transform
+        train_sizes = transform.min_size
+        transform.min_size = (self.arch.test_min_size,)
+        try:
+            original = [tuple(img.shape[-2:]) for img in images]
+            il, _ = transform(images, None)
+            features = self.backbone(il.tensors)
+            b = len(images)
+            proposals = [torch.zeros((0, 4))] * b
+            detections = [
+                {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros((0, 1, 28, 28))}
+            ] * b
+            if self.detector is not None:
+                proposals, detections = self._detect(il, features, grad=False)
+            canvas = self._canvas(detections, features) if self.variant.imp else None
+            if self.head is not None:
+                semantic = torch.softmax(self.head(features, canvas), dim=1)
+            else:
+                semantic = canvas
+        finally:
+            transform.min_size = train_sizes
+            self.train(was_training)
+        out = []
+        for i in range(b):
+            (h, w), (oh, ow) = il.image_sizes[i], original[i]
+            scale = torch.tensor([ow / w, oh / h, ow / w, oh / h])
+            det = detections[i]
+            crop = semantic[i, :, : math.ceil(h / 4), : math.ceil(w / 4)]
+            out.append(
+                RawPrediction(
+                    image_size=(int(oh), int(ow)),
+                    boxes=(det["boxes"].cpu() * scale).numpy().astype(np.float32),
+                    scores=det["scores"].cpu().numpy().astype(np.float32),
+                    labels=self.label_to_class[det["labels"]].cpu().numpy().astype(np.int64),
+                    mask_prob=det["masks"][:, 0].cpu().numpy().astype(np.float32),
+                    semantic_prob=crop.cpu().numpy().astype(np.float32),
+                    proposals=(proposals[i].cpu() * scale).numpy().astype(np.float32),
+                )
+            )
+        return out

@@ -1,0 +1,1 @@
+"""Aggregation of gathered metrics into tables, plots and provenance."""

@@ -1,0 +1,1 @@
+"""Two-stage training: loop, schedule, checkpoint/resume."""

@@ -1,0 +1,59 @@
+# Config validation, wildcard constraints and input functions shared by every rule.
+import json
+
+from snakemake.utils import validate
+
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"), set_default=True)
+
+from segfusion.models.build import resolve_variant
+
+MODEL_VARIANTS = {m: resolve_variant(m, config["custom_models"]) for m in config["models"]}
+SHARDS = config["predict"]["shards"]
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_]+",
+    split="[A-Za-z0-9_]+",
+    model="[A-Za-z0-9_]+",
+    seed="[0-9]+",
+    fusion="[a-z_]+",
+    i="[0-9]+",
+    k="[0-9]+",
+
+
+def as_json(obj):
+    """Params reach rules as one JSON string, so Snakemake's params trigger tracks them."""
+    return json.dumps(obj, sort_keys=True)
+
+
+def dataset_cfg(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def fusions_for(model):
+    """Fusion methods that make sense for a variant: maskrcnn_imp and detector-less models
+    only have a semantic output."""
+    v = MODEL_VARIANTS[model]
+    if v.head == "none" or not v.detector:
+        return ["semantic"]
+    return config["fusion"]["methods"]
+
+
+def model_file(wildcards):
+    v = MODEL_VARIANTS[wildcards.model]
+    base = f"results/{wildcards.dataset}/models"
+    if not v.trains_stage2:
+        return f"{base}/maskrcnn/seed{wildcards.seed}/stage1.pt"
+    return f"{base}/{wildcards.model}/seed{wildcards.seed}/stage2.pt"
+
+
+def all_gathered_metrics():
+    out = []
+    for dataset, d in config["datasets"].items():
+        for split in d["eval_splits"]:
+            for model in config["models"]:
+                for seed in config["seeds"]:
+                    for fusion in fusions_for(model):
+                        out.append(f"results/{dataset}/metrics/{model}/seed{seed}/{fusion}/{split}.json")
+    return out

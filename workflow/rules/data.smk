@@ -1,0 +1,54 @@
+# Dataset generation (embedded synthetic data) and conversion to the canonical format.
+
+
+rule synthesize:
+    output:
+        images=directory("results/raw/{dataset}/leftImg8bit/{split}"),
+        labels=directory("results/raw/{dataset}/gtFine/{split}"),
+    params:
+        spec=lambda w: as_json(config["datasets"][w.dataset]["synthesize"]),
+        raw=lambda w: config["datasets"][w.dataset]["raw"],
+        num=lambda w: config["datasets"][w.dataset]["synthesize"]["num"][w.split],
+        size=lambda w: "x".join(map(str, config["datasets"][w.dataset]["synthesize"]["size"])),
+        flavour=lambda w: config["datasets"][w.dataset]["synthesize"]["flavour"],
+        seed=lambda w: config["datasets"][w.dataset]["synthesize"]["seed"],
+    log:
+        "results/logs/synthesize/{dataset}/{split}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    shell:
+        "segfusion synthesize --flavour {params.flavour} --out {params.raw} --split {wildcards.split}"
+        " --num {params.num} --size {params.size} --seed {params.seed} > {log} 2>&1"
+
+
+def raw_inputs(wildcards):
+    d = config["datasets"][wildcards.dataset]
+    if d.get("synthesize"):
+        return [
+            f"results/raw/{wildcards.dataset}/leftImg8bit/{wildcards.split}",
+            f"results/raw/{wildcards.dataset}/gtFine/{wildcards.split}",
+        ]
+    return [d["raw"]]
+
+
+rule convert:
+    input:
+        raw_inputs,
+    output:
+        directory("results/{dataset}/data/{split}"),
+    params:
+        fmt=lambda w: config["datasets"][w.dataset]["format"],
+        raw=lambda w: config["datasets"][w.dataset]["raw"],
+        options=lambda w: as_json(config["datasets"][w.dataset]["convert_options"]),
+        skip_bad=lambda w: "--skip-bad" if config["datasets"][w.dataset]["skip_bad"] else "",
+    log:
+        "results/logs/convert/{dataset}/{split}.log",
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    shell:
+        "segfusion convert --format {params.fmt} --raw {params.raw} --split {wildcards.split} --out {output}"
+        " --threads {threads} --params {params.options:q} {params.skip_bad} > {log} 2>&1"

@@ -1,0 +1,24 @@
+# Inference into the HDF5 prediction cache, one job per shard (scatter).
+
+
+rule predict:
+    input:
+        model=model_file,
+        data="results/{dataset}/data/{split}",
+    output:
+        "results/{dataset}/predictions/{model}/seed{seed}/{split}/shard-{i}-of-{k}.h5",
+    params:
+        p=lambda w: as_json({"batch_size": config["predict"]["batch_size"]}),
+        shard=lambda w: f"{w.i}/{w.k}",
+    log:
+        "results/logs/predict/{dataset}/{model}/seed{seed}/{split}/shard-{i}-of-{k}.log",
+    benchmark:
+        "results/benchmarks/predict/{dataset}/{model}/seed{seed}/{split}/shard-{i}-of-{k}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=0,
+    shell:
+        "segfusion predict --model {input.model} --data {input.data} --out {output} --shard {params.shard}"
+        " --params {params.p:q} --threads {threads} > {log} 2>&1"

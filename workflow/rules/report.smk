@@ -1,0 +1,21 @@
+# Aggregation: tidy metrics.csv, paper-style tables, plots and provenance.
+
+
+rule aggregate:
+    input:
+        all_gathered_metrics(),
+    output:
+        table=report("results/summary/tables.md", category="Tables", caption="../report/tables.rst"),
+        csv="results/summary/metrics.csv",
+        plot=report("results/summary/plots/metrics_bars.png", category="Plots", caption="../report/bars.rst"),
+        provenance="results/summary/provenance.json",
+    params:
+        p=lambda w: as_json({"config": config}),
+    log:
+        "results/logs/aggregate.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "segfusion aggregate {input} --params {params.p:q} --out results/summary > {log} 2>&1"
