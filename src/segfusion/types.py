@@ -153,6 +153,8 @@ class Instances:
     def select(self, index: np.ndarray | Sequence[int]) -> "Instances":
         """A subset (or reordering) of the detections."""
         index = np.asarray(index)
+        if index.dtype != bool:
+            index = index.astype(np.int64)
         return Instances(
             boxes=self.boxes[index],
             scores=self.scores[index],

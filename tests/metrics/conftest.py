@@ -95,8 +95,8 @@ def random_scene(
             seg[_blob(rng, h, w, small=True)] = nid
             info[nid] = (int(rng.choice(things)), True, False, 1.0)
             nid += 1
-        for c in rng.choice(things, size=int(rng.integers(0, 3)), replace=False):
-            seg[_blob(rng, h, w, small=True)] = nid
+        for c in rng.choice(things, size=int(rng.integers(0, 4)), replace=False):
+            seg[_blob(rng, h, w, small=rng.random() < 0.5)] = nid
             info[nid] = (int(c), True, True, 1.0)  # crowd
             nid += 1
     gt = _finish(seg, info, rng, id_high)

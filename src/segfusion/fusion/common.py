@@ -180,8 +180,11 @@ class BilinearField:
         r = self.prob[:, y0, :] * (1.0 - wy)[None, :, None] + self.prob[:, y1, :] * wy[None, :, None]
         return r[:, :, x0] * (1.0 - wx)[None, None, :] + r[:, :, x1] * wx[None, None, :]
 
-    def argmax(self) -> np.ndarray:
+    def argmax(self, need: np.ndarray | None = None) -> np.ndarray:
         """(H, W) uint8 channel index of the maximum (first one on ties), like ``argmax(axis=0)``.
+
+        need: optional (H, W) bool; pixels outside it may hold any channel index (they are
+        skipped when that saves work).
 
         Exact: equal to ``resize_bilinear(prob, (H, W)).argmax(axis=0)``. Each output pixel
         lies in the low-resolution cell of its 4 interpolation corners. In a cell whose
@@ -201,10 +204,21 @@ class BilinearField:
         right = np.minimum(np.arange(w) + 1, w - 1)
         uniform = (low == low[below]) & (low == low[:, right]) & (low == low[below][:, right])
         labels = np.take(np.take(low, self._y[0], axis=0), self._x[0], axis=1)
-        ci, cj = np.nonzero(~uniform)
+        mixed = ~uniform
+        y_start, y_count = _runs(self._y[0], h)
+        x_start, x_count = _runs(self._x[0], w)
+        if need is not None and y_count.all() and x_count.all():
+            needed = np.logical_or.reduceat(np.logical_or.reduceat(need, y_start, axis=0), x_start, axis=1)
+            mixed &= needed
+        ci, cj = np.nonzero(mixed)
         if len(ci) == 0:
             return labels
-        cell, ys, xs = self._cell_pixels(ci, cj)
+        row_cell, ys = _ragged_ranges(y_start[ci], y_count[ci])
+        row, xs = _ragged_ranges(x_start[cj[row_cell]], x_count[cj[row_cell]])
+        cell, ys = row_cell[row], ys[row]
+        if need is not None:
+            keep = need[ys, xs]
+            cell, ys, xs = cell[keep], ys[keep], xs[keep]
         table = self._pixel_table()
         # corner values of each mixed cell, (4, n, C): (i, j), (i+1, j), (i, j+1), (i+1, j+1)
         corners = table[np.stack([ci * w + cj, below[ci] * w + cj, ci * w + right[cj], below[ci] * w + right[cj]])]
@@ -233,14 +247,6 @@ class BilinearField:
             ys, xs = ys[unsure], xs[unsure]
             labels[ys, xs] = self.values(ys, xs).argmax(axis=1)
         return labels
-
-    def _cell_pixels(self, ci: np.ndarray, cj: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Output pixels of the low-resolution cells (ci, cj): (cell index, ys, xs), each (P,)."""
-        y_start, y_count = _runs(self._y[0], self.prob.shape[1])
-        x_start, x_count = _runs(self._x[0], self.prob.shape[2])
-        row_cell, ys = _ragged_ranges(y_start[ci], y_count[ci])
-        row, xs = _ragged_ranges(x_start[cj[row_cell]], x_count[cj[row_cell]])
-        return row_cell[row], ys[row], xs
 
     def argmax_and_max(self) -> tuple[np.ndarray, np.ndarray]:
         """(H, W) uint8 argmax and (H, W) float32 maximum, computed in exact row blocks."""

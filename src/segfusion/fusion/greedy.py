@@ -60,7 +60,7 @@ def greedy_fusion(
             continue
         window[take] = canvas.new_segment(int(instances.labels[i]), True, float(instances.scores[i]))
     stuff = ~classes.is_thing_array
-    labels = BilinearField(semantic.prob, semantic.image_size).argmax()
+    labels = BilinearField(semantic.prob, semantic.image_size).argmax(need=canvas.ids == 0)
     canvas.paint_classes(labels, allowed=stuff, is_thing=classes.is_thing_array, min_area=min_stuff_area)
     return canvas.to_panoptic()
 

@@ -51,6 +51,8 @@ def _check_inputs(
     if masks.ndim != 3:
         raise ValueError(f"IMP: masks must be (N, M, M), got shape {tuple(masks.shape)}")
     n = masks.shape[0]
+    if masks.shape[1] < 1 or masks.shape[2] < 1:
+        raise ValueError(f"IMP: masks must have at least one cell, got shape {tuple(masks.shape)}")
     if labels.shape != (n,):
         raise ValueError(f"IMP: labels must be (N={n},), got shape {tuple(labels.shape)}")
     if scores.shape != (n,):
@@ -92,26 +94,156 @@ def cell_spans(lo_edge: Tensor, hi_edge: Tensor, cells: int, stride: float, size
     return start, stop
 
 
-def _axis_pairs(start: Tensor, stop: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """List the (cell, canvas index) pairs of one axis, grouped by instance.
+def _log2_floor(length: Tensor, max_len: int) -> Tensor:
+    """floor(log2(length)) for integer lengths in 1..max_len, via an exact lookup table."""
+    table = torch.tensor([max(v.bit_length() - 1, 0) for v in range(max_len + 1)], device=length.device)
+    return table[length]
 
-    start, stop: (N, K) from `cell_spans`. Returns ``cell`` (P,) cell index within the
-    instance, ``pos`` (P,) canvas index, and ``count`` (N,) pairs per instance; pairs are
-    ordered by instance, then cell.
+
+def _sparse_table(values: Tensor, args: Tensor) -> tuple[Tensor, Tensor]:
+    """Range-maximum sparse table along dim 1 of ``values`` (R, K, F), carrying arg-max ids.
+
+    Level t holds, at position k, the maximum over [k, k + 2**t) and the id (from ``args``,
+    same shape as ``values``) of the element attaining it; exact ties go to the higher
+    position, so a query returns the *last* maximal element. Entries whose window would
+    run past K are stale and never queried. Returns (L, R, K, F) values and ids.
+    """
+    k = values.shape[1]
+    levels = max(k.bit_length(), 1)
+    tv = values.new_empty((levels, *values.shape))
+    ta = args.new_empty((levels, *args.shape))
+    tv[0], ta[0] = values, args
+    for t in range(1, levels):  # log2(M) levels (5 for M = 28), not a loop over cells
+        h = 1 << (t - 1)
+        tv[t], ta[t] = tv[t - 1], ta[t - 1]
+        left, right = tv[t - 1, :, : k - h], tv[t - 1, :, h:]
+        take_right = right >= left
+        tv[t, :, : k - h] = torch.where(take_right, right, left)
+        ta[t, :, : k - h] = torch.where(take_right, ta[t - 1, :, h:], ta[t - 1, :, : k - h])
+    return tv, ta
+
+
+def _covering_cells(start: Tensor, stop: Tensor, slot_instance: Tensor, pos: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """First and last cell (inclusive) covering canvas index ``pos`` of instance ``slot_instance``.
+
+    start, stop: (N, K) monotone cell spans from `cell_spans`. Cells covering x are those with
+    start <= x < stop, a contiguous, non-empty range for x inside the instance's span.
     """
     n, k = start.shape
-    length = (stop - start).reshape(-1)  # (N*K,), >= 0
-    total = int(length.sum())
-    flat = torch.repeat_interleave(torch.arange(n * k, device=start.device), length, output_size=total)
-    first = torch.cumsum(length, 0) - length  # first pair of every (instance, cell)
-    pos = start.reshape(-1)[flat] + (torch.arange(total, device=start.device) - first[flat])
-    return flat % k, pos, length.view(n, k).sum(1)
+    offset = torch.arange(n, device=start.device)[:, None] * (size + 1)
+    query = pos + slot_instance * (size + 1)
+    first = torch.searchsorted((stop + offset).reshape(-1), query, right=True) - slot_instance * k
+    last = torch.searchsorted((start + offset).reshape(-1), query, right=True) - slot_instance * k - 1
+    return first, last
 
 
-def _nothing_painted(canvas: Tensor, values: Tensor) -> Tensor:
-    """The all-zero canvas, still attached to the autograd graph of ``values`` (zero gradient)."""
-    empty = torch.zeros(0, dtype=torch.int64, device=canvas.device)
-    return canvas.scatter_reduce(0, empty, values[:0], reduce="amax", include_self=False)
+def _segments(first: Tensor, length: Tensor, step: int, total: int) -> Tensor:
+    """Concatenate arithmetic runs: run r is first[r], first[r] + step, ... (length[r] values).
+
+    One fill and one cumsum over the ``total`` output elements (no repeat_interleave).
+    """
+    keep = length > 0
+    first, length = first[keep], length[keep]
+    out = torch.full((total,), step, dtype=torch.int64, device=first.device)
+    if total == 0:
+        return out
+    jump = first.clone()
+    jump[1:] -= first[:-1] + step * (length[:-1] - 1)
+    out[torch.cumsum(length, 0) - length] = jump
+    return torch.cumsum(out, 0)
+
+
+class _Projection(torch.autograd.Function):
+    """values (N*Mh*Mw,) -> canvas (C*H*W,); see `instance_mask_projection` for the rule.
+
+    Forward, per axis, with the per-instance canvas spans of the cells:
+    1. x: for every canvas column slot (instance n, column x) and mask row i, the maximum
+       over the mask columns j covering x (sparse-table range max over j, rows of Mh values);
+    2. y: for every patch pixel (n, y, x), the maximum over the mask rows i covering y of
+       step 1's result (sparse-table range max over i); both steps carry the flat id of the
+       winning cell, ties going to the last cell in (i, j) order;
+    3. the patches of all instances are reduced into the canvas with scatter_reduce "amax".
+    Backward sends each canvas pixel's gradient to its one winning cell (ties across
+    instances: the one with the highest index), with one index_add.
+    """
+
+    @staticmethod
+    def forward(ctx, values, labels, x_start, x_stop, y_start, y_stop, shape, num_classes, canvas_hw):  # type: ignore[override]
+        n, mh, mw = shape
+        height, width = canvas_hw
+        device = values.device
+        canvas = values.new_zeros(num_classes * height * width)
+        ctx.num_values = values.numel()
+        ctx.empty = True
+        x0, x1 = x_start[:, 0], x_stop[:, -1]  # (N,) canvas span of every instance
+        y0, y1 = y_start[:, 0], y_stop[:, -1]
+        widths, heights = (x1 - x0).clamp(min=0), (y1 - y0).clamp(min=0)
+        widths = torch.where(heights > 0, widths, torch.zeros_like(widths))
+        heights = torch.where(widths > 0, heights, torch.zeros_like(heights))
+        total = int((widths * heights).sum())
+        if total == 0:
+            return canvas
+        ids = torch.arange(n, device=device)
+
+        # Step 1: column slots c = (instance, x), vectors over mask rows i.
+        num_cols = int(widths.sum())
+        col_inst = torch.repeat_interleave(ids, widths, output_size=num_cols)
+        col_first = torch.cumsum(widths, 0) - widths  # first column slot of every instance
+        col_x = x0[col_inst] + torch.arange(num_cols, device=device) - col_first[col_inst]
+        ja, jb = _covering_cells(x_start, x_stop, col_inst, col_x, width)
+        v = values.view(n, mh, mw).transpose(1, 2)  # (N, Mw, Mh)
+        cell_ids = torch.arange(n * mh * mw, device=device).view(n, mh, mw).transpose(1, 2)
+        tv, ta = _sparse_table(v, cell_ids)  # (L, N, Mw, Mh)
+        t = _log2_floor(jb - ja + 1, mw)
+        row1 = (t * n + col_inst) * mw + ja
+        row2 = (t * n + col_inst) * mw + jb - (1 << t) + 1
+        tv, ta = tv.view(-1, mh), ta.view(-1, mh)
+        v1, v2 = tv.index_select(0, row1), tv.index_select(0, row2)  # (Tc, Mh)
+        take2 = v2 >= v1
+        colmax = torch.where(take2, v2, v1)
+        colarg = torch.where(take2, ta.index_select(0, row2), ta.index_select(0, row1))
+
+        # Step 2: row slots r = (instance, y); patch pixel (r, c) = max over covering mask rows.
+        num_rows = int(heights.sum())
+        row_inst = torch.repeat_interleave(ids, heights, output_size=num_rows)
+        row_y = y0[row_inst] + torch.arange(num_rows, device=device) - (torch.cumsum(heights, 0) - heights)[row_inst]
+        ia, ib = _covering_cells(y_start, y_stop, row_inst, row_y, height)
+        sv, sa = _sparse_table(colmax.unsqueeze(2), colarg.unsqueeze(2))  # (L, Tc, Mh, 1)
+        t = _log2_floor(ib - ia + 1, mh)
+        seg_len = widths[row_inst]
+        idx1 = _segments((t * num_cols + col_first[row_inst]) * mh + ia, seg_len, mh, total)
+        idx2 = idx1 + _segments(ib - (1 << t) + 1 - ia, seg_len, 0, total)
+        target = _segments((labels[row_inst] * height + row_y) * width + x0[row_inst], seg_len, 1, total)
+        sv = sv.view(-1)
+        p1, p2 = sv.index_select(0, idx1), sv.index_select(0, idx2)
+        take2 = p2 >= p1
+        patch = torch.where(take2, p2, p1)
+
+        # Step 3: across instances.
+        # include_self=False semantics without its slow scalar scatter: reset touched pixels to -inf.
+        canvas.index_fill_(0, target, float("-inf")).scatter_reduce_(0, target, patch, reduce="amax")
+        if ctx.needs_input_grad[0]:
+            ctx.empty = False
+            ctx.save_for_backward(canvas, target, patch, torch.where(take2, idx2, idx1), sa.view(-1))
+        return canvas
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_canvas):  # type: ignore[override]
+        none = (None,) * 8
+        if ctx.empty:
+            return (grad_canvas.new_zeros(ctx.num_values), *none)
+        canvas, target, patch, select, cell_table = ctx.saved_tensors
+        won = torch.nonzero(canvas.index_select(0, target) == patch).squeeze(1)  # patch pixels holding the max
+        target = target.index_select(0, won)
+        # Equal maxima from different instances of one class: keep the highest patch index.
+        owner = target.new_empty(canvas.shape).index_fill_(0, target, -1)
+        owner.scatter_reduce_(0, target, won, reduce="amax")
+        unique = owner.index_select(0, target) == won
+        won, target = won[unique], target[unique]
+        cells = cell_table.index_select(0, select.index_select(0, won))
+        grad = grad_canvas.reshape(-1).index_select(0, target)
+        return (grad.new_zeros(ctx.num_values).index_add_(0, cells, grad), *none)
 
 
 def instance_mask_projection(
@@ -141,30 +273,10 @@ def instance_mask_projection(
     height, width = _check_inputs(labels, scores, masks, boxes, num_classes, canvas_hw, stride)
     n, mh, mw = masks.shape
     values = (masks * scores[:, None, None]).reshape(-1)  # (N*Mh*Mw,) the projected cell values
-    canvas = values.new_zeros(num_classes * height * width)
-    if n == 0 or height == 0 or width == 0:
-        return _nothing_painted(canvas, values).view(num_classes, height, width)
-
     x_start, x_stop = cell_spans(boxes[:, 0], boxes[:, 2], mw, stride, width)
     y_start, y_stop = cell_spans(boxes[:, 1], boxes[:, 3], mh, stride, height)
-    col_cell, col_x, col_count = _axis_pairs(x_start, x_stop)  # (Pc,), (Pc,), (N,)
-    row_cell, row_y, row_count = _axis_pairs(y_start, y_stop)  # (Pr,), (Pr,), (N,)
-
-    # Each instance's (cell, pixel) pairs = its row pairs x its column pairs.
-    per_instance = row_count * col_count  # (N,)
-    total = int(per_instance.sum())
-    if total == 0:
-        return _nothing_painted(canvas, values).view(num_classes, height, width)
-    device = masks.device
-    inst = torch.repeat_interleave(torch.arange(n, device=device), per_instance, output_size=total)
-    local = torch.arange(total, device=device) - (torch.cumsum(per_instance, 0) - per_instance)[inst]
-    ncols = col_count[inst]
-    row = (torch.cumsum(row_count, 0) - row_count)[inst] + torch.div(local, ncols, rounding_mode="floor")
-    col = (torch.cumsum(col_count, 0) - col_count)[inst] + torch.remainder(local, ncols)
-
-    cell = (inst * mh + row_cell[row]) * mw + col_cell[col]
-    target = (labels.to(device=device, dtype=torch.int64)[inst] * height + row_y[row]) * width + col_x[col]
-    canvas = canvas.scatter_reduce(0, target, values[cell], reduce="amax", include_self=False)
+    labels = labels.to(device=values.device, dtype=torch.int64)
+    canvas = _Projection.apply(values, labels, x_start, x_stop, y_start, y_stop, (n, mh, mw), num_classes, (height, width))
     return canvas.view(num_classes, height, width)
 
 

@@ -26,7 +26,6 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from segfusion.models.backbones import build_backbone
 from segfusion.models.build import Architecture, ModelVariant
-from segfusion.models.heads import build_semantic_head
 from segfusion.models.imp import instance_mask_projection_batched
 from segfusion.types import ClassInfo
 
@@ -106,6 +105,8 @@ class PanopticModel(nn.Module):
             self.detector = None
             self.body = backbone
             self.resize = GeneralizedRCNNTransform(arch.min_size, arch.max_size, IMAGE_MEAN, IMAGE_STD)
+        if variant.head != "none":
+            from segfusion.models.heads import build_semantic_head
         self.head = (
             build_semantic_head(variant.head, arch.fpn_channels, self.num_classes, variant.imp, arch.head_channels)
             if variant.head != "none"

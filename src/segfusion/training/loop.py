@@ -102,16 +102,16 @@ def train(model, data, schedule: Schedule, options: LoopOptions, run_dir: Path, 
         )
         total = sum(options.loss_weights.get(k, 1.0) * v for k, v in terms.items())
         values = {k: float(v.detach()) for k, v in terms.items()}
-        if not math.isfinite(float(total)):
+        if not math.isfinite(float(total.detach())):
             raise TrainingDiverged(
                 f"non-finite loss at iteration {it}: {values}; the last good checkpoint is kept at {last if last.exists() else '(none yet)'}"
             )
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        row = {"iteration": it, "lr": schedule.lr_at(it), "loss": float(total), **values, "seconds": time.perf_counter() - t0}
+        row = {"iteration": it, "lr": schedule.lr_at(it), "loss": float(total.detach()), **values, "seconds": time.perf_counter() - t0}
         history.append(row)
-        bar.set_postfix(loss=f"{float(total):.3f}")
+        bar.set_postfix(loss=f"{row['loss']:.3f}")
         if (it + 1) % options.checkpoint_every == 0 or it + 1 == schedule.iterations:
             save_checkpoint(last, model, optimizer, it + 1, history)
             write_loss_csv(run_dir / "loss.csv", history)

@@ -1,0 +1,344 @@
+"""Benchmark of segfusion.metrics against the official Cityscapes evaluators (single process).
+
+    python benchmarks/bench_metrics.py [--images 50] [--stream-images 500] [--boundary-images 20]
+
+1. Panoptic: ``PanopticQuality.update`` per image (arrays in memory) vs cityscapesscripts'
+   ``pq_compute_single_core`` (the per-image loop of ``evaluatePanoptic``, run in this
+   process instead of a multiprocessing pool), on the same synthetic 1024x2048 scenes
+   written as COCO-panoptic JSON + RGB-id PNGs. Target: >= 5x.
+2. Semantic: ``SemanticConfusion.update`` vs ``evalPixelLevelSemanticLabeling.evaluateImgLists``
+   on labelId PNGs. Target: >= 10x.
+   The official timings include decoding the PNGs (that is how the official tools work); the
+   PNG decode time alone is printed too, so the ratio against "our update + PNG decode" is
+   reported as well.
+3. Streaming memory: peak RSS (``resource.getrusage``) while Semantic + Panoptic accumulate
+   ``--stream-images`` images of 1024x2048 (scenes drawn cyclically from a small pool, so the
+   generator does not dominate), plus ``BoundaryAccuracy`` on ``--boundary-images`` of them
+   (its Euclidean distance transform is the slow part). Target: < 2 GB.
+
+Single-threaded: BLAS/OpenMP thread counts are set to 1 before numpy is imported.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from segfusion.metrics import BoundaryAccuracy, PanopticQuality, SemanticConfusion  # noqa: E402
+from segfusion.types import ClassInfo, Panoptic, Segment  # noqa: E402
+
+H, W = 1024, 2048
+
+
+def cityscapes_classes() -> ClassInfo:
+    from cityscapesscripts.helpers.labels import labels
+
+    train = sorted((lab for lab in labels if 0 <= lab.trainId < 255), key=lambda lab: lab.trainId)
+    return ClassInfo(
+        names=tuple(lab.name for lab in train),
+        is_thing=tuple(bool(lab.hasInstances) for lab in train),
+        category=tuple(lab.category for lab in train),
+        ids=tuple(int(lab.id) for lab in train),
+        colors=tuple(tuple(lab.color) for lab in train),
+    )
+
+
+# --------------------------------------------------------------------------- synthetic scenes
+def _rect(rng: np.random.Generator, hmin: int, hmax: int) -> tuple[int, int, int, int]:
+    h = int(rng.integers(hmin, hmax))
+    w = int(rng.integers(hmin, hmax * 2))
+    y = int(rng.integers(0, H - h))
+    x = int(rng.integers(0, W - w))
+    return y, x, h, w
+
+
+def _panoptic(seg: np.ndarray, info: dict[int, tuple[int, bool, bool, float]]) -> Panoptic:
+    """Panoptic with exact areas and bboxes, computed with bincounts (ids < 65536)."""
+    k = int(seg.max()) + 1
+    flat = seg.ravel()
+    area = np.bincount(flat, minlength=k)
+    rows = np.bincount((seg * H + np.arange(H, dtype=np.int32)[:, None]).ravel(), minlength=k * H).reshape(k, H) > 0
+    cols = np.bincount((seg * W + np.arange(W, dtype=np.int32)[None, :]).ravel(), minlength=k * W).reshape(k, W) > 0
+    segments = []
+    for sid in np.flatnonzero(area).tolist():
+        if sid == 0:
+            continue
+        r = np.flatnonzero(rows[sid])
+        c = np.flatnonzero(cols[sid])
+        cls, thing, crowd, score = info[sid]
+        segments.append(
+            Segment(
+                id=sid, class_index=cls, is_thing=thing, iscrowd=crowd, score=score, area=int(area[sid]),
+                bbox=(int(c[0]), int(r[0]), int(c[-1] - c[0] + 1), int(r[-1] - r[0] + 1)),
+            )
+        )
+    return Panoptic(segment_ids=seg, segments=tuple(segments))
+
+
+def synthetic_scene(rng: np.random.Generator, classes: ClassInfo) -> tuple[Panoptic, Panoptic]:
+    """A street-like 1024x2048 scene: stuff bands and blocks, ~35 things, void and crowd;
+    the prediction jitters, drops, relabels and adds segments."""
+    stuff = classes.stuff_indices
+    things = classes.thing_indices
+    gt = np.zeros((H, W), np.int32)
+    pred = np.zeros((H, W), np.int32)
+    info: dict[int, tuple[int, bool, bool, float]] = {}
+    pinfo: dict[int, tuple[int, bool, bool, float]] = {}
+    nid = 1
+    # stuff: horizontal bands, then blocks (one segment per stuff class)
+    stuff_id = {}
+    bounds = np.sort(rng.choice(np.arange(50, H - 50), size=4, replace=False))
+    for y0, y1 in zip([0, *bounds], [*bounds, H], strict=True):
+        c = int(rng.choice(stuff))
+        sid = stuff_id.setdefault(c, nid)
+        nid = max(nid, sid + 1)
+        info[sid] = (c, False, False, 1.0)
+        gt[y0:y1] = sid
+        jitter = int(rng.integers(-15, 16))
+        pc = c if rng.random() < 0.85 else int(rng.choice(stuff))
+        pred[max(0, y0 + jitter) : max(0, y1 + jitter)] = 1000 + pc
+        pinfo[1000 + pc] = (pc, False, False, 1.0)
+    pred[pred == 0] = 1000 + int(classes.stuff_indices[0])
+    pinfo.setdefault(1000 + int(classes.stuff_indices[0]), (int(classes.stuff_indices[0]), False, False, 1.0))
+    for _ in range(int(rng.integers(6, 12))):
+        y, x, h, w = _rect(rng, 40, 300)
+        c = int(rng.choice(stuff))
+        sid = stuff_id.setdefault(c, nid)
+        nid = max(nid, sid + 1)
+        info[sid] = (c, False, False, 1.0)
+        gt[y : y + h, x : x + w] = sid
+        dy, dx = (int(v) for v in rng.integers(-20, 21, size=2))
+        pc = c if rng.random() < 0.8 else int(rng.choice(stuff))
+        pred[max(0, y + dy) : y + dy + h, max(0, x + dx) : x + dx + w] = 1000 + pc
+        pinfo[1000 + pc] = (pc, False, False, 1.0)
+    # void
+    for _ in range(int(rng.integers(1, 4))):
+        y, x, h, w = _rect(rng, 20, 150)
+        gt[y : y + h, x : x + w] = 0
+    # things (instances) and their jittered predictions
+    pid = 2000
+    for _ in range(int(rng.integers(20, 50))):
+        y, x, h, w = _rect(rng, 10, 250)
+        c = int(rng.choice(things))
+        gt[y : y + h, x : x + w] = nid
+        info[nid] = (c, True, False, 1.0)
+        nid += 1
+        if rng.random() < 0.15:
+            continue
+        s = max(2, h // 5)
+        dy, dx, dh, dw = (int(v) for v in rng.integers(-s, s + 1, size=4))
+        pc = c if rng.random() < 0.85 else int(rng.choice(things))
+        pred[max(0, y + dy) : max(0, y + dy + h + dh), max(0, x + dx) : max(0, x + dx + w + dw)] = pid
+        pinfo[pid] = (pc, True, False, float(rng.random()))
+        pid += 1
+    for c in rng.choice(things, size=2, replace=False):  # crowd regions
+        y, x, h, w = _rect(rng, 30, 200)
+        gt[y : y + h, x : x + w] = nid
+        info[nid] = (int(c), True, True, 1.0)
+        nid += 1
+    for _ in range(int(rng.integers(2, 8))):  # false positives
+        y, x, h, w = _rect(rng, 10, 120)
+        pred[y : y + h, x : x + w] = pid
+        pinfo[pid] = (int(rng.choice(things)), True, False, float(rng.random()))
+        pid += 1
+    return _panoptic(gt, info), _panoptic(pred, pinfo)
+
+
+# --------------------------------------------------------------------------- file writers
+def _id_rgb(seg: np.ndarray) -> np.ndarray:
+    s = seg.astype(np.uint32)
+    return np.stack([s % 256, (s // 256) % 256, s // 65536], axis=-1).astype(np.uint8)
+
+
+def _coco_panoptic_ann(name: str, p: Panoptic, classes: ClassInfo) -> dict:
+    return {
+        "image_id": name,
+        "file_name": f"{name}.png",
+        "segments_info": [
+            {"id": s.id, "category_id": classes.ids[s.class_index], "iscrowd": int(s.iscrowd), "area": s.area, "bbox": list(s.bbox)}
+            for s in p.segments
+        ],
+    }
+
+
+def _labelid(sem: np.ndarray, classes: ClassInfo) -> np.ndarray:
+    lut = np.zeros(256, np.uint8)  # 255 (ignore / void) -> labelId 0 "unlabeled"
+    lut[: classes.num_classes] = classes.ids
+    return lut[sem]
+
+
+def write_official_files(root: Path, scenes: list[tuple[Panoptic, Panoptic]], classes: ClassInfo) -> dict:
+    for sub in ("gt_pan", "pred_pan", "sem"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    gt_anns, pred_anns, gt_sem, pred_sem = [], [], [], []
+    for k, (gt, pred) in enumerate(scenes):
+        name = f"img{k:04d}"
+        Image.fromarray(_id_rgb(gt.segment_ids)).save(root / "gt_pan" / f"{name}.png", compress_level=1)
+        Image.fromarray(_id_rgb(pred.segment_ids)).save(root / "pred_pan" / f"{name}.png", compress_level=1)
+        gt_anns.append(_coco_panoptic_ann(name, gt, classes))
+        pred_anns.append(_coco_panoptic_ann(name, pred, classes))
+        g = root / "sem" / f"{name}_gtFine_labelIds.png"
+        p = root / "sem" / f"{name}_pred_labelIds.png"
+        Image.fromarray(_labelid(gt.semantic, classes)).save(g, compress_level=1)
+        Image.fromarray(_labelid(pred.semantic, classes)).save(p, compress_level=1)
+        gt_sem.append(str(g))
+        pred_sem.append(str(p))
+    categories = [
+        {"id": classes.ids[k], "name": classes.names[k], "isthing": int(classes.is_thing[k])} for k in range(classes.num_classes)
+    ]
+    return {"gt_anns": gt_anns, "pred_anns": pred_anns, "categories": categories, "gt_sem": gt_sem, "pred_sem": pred_sem}
+
+
+# --------------------------------------------------------------------------- benchmark parts
+def bench_panoptic(scenes, classes, files, root: Path) -> tuple[float, float, dict, dict]:
+    from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as ps
+
+    categories = {c["id"]: c for c in files["categories"]}
+    pairs = list(zip(files["gt_anns"], files["pred_anns"], strict=True))
+    with contextlib.redirect_stdout(io.StringIO()):
+        t0 = time.perf_counter()
+        stat = ps.pq_compute_single_core(0, pairs, str(root / "gt_pan"), str(root / "pred_pan"), categories)
+        t_official = time.perf_counter() - t0
+        official = ps.average_pq(stat, categories)
+    m = PanopticQuality(classes)
+    t0 = time.perf_counter()
+    for k, (gt, pred) in enumerate(scenes):
+        m.update(gt, pred, image_id=k)
+    t_ours = time.perf_counter() - t0
+    return t_official, t_ours, official, m.result()
+
+
+def bench_semantic(scenes, classes, files) -> tuple[float, float, dict, dict]:
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs
+
+    cs.args.evalInstLevelScore = False
+    cs.args.evalPixelAccuracy = False
+    cs.args.JSONOutput = False
+    cs.args.quiet = True
+    t0 = time.perf_counter()
+    official = cs.evaluateImgLists(files["pred_sem"], files["gt_sem"], cs.args)
+    t_official = time.perf_counter() - t0
+    sems = [(gt.semantic, pred.semantic) for gt, pred in scenes]  # derived maps: not timed
+    m = SemanticConfusion(classes.num_classes)
+    t0 = time.perf_counter()
+    for k, (g, p) in enumerate(sems):
+        m.update(g, p, image_id=k)
+    t_ours = time.perf_counter() - t0
+    return t_official, t_ours, official, m.result()
+
+
+def png_decode_time(paths: list[str]) -> float:
+    t0 = time.perf_counter()
+    for p in paths:
+        np.asarray(Image.open(p))
+    return time.perf_counter() - t0
+
+
+def bench_stream(pool, classes, n_images: int, n_boundary: int) -> dict:
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    sem = SemanticConfusion(classes.num_classes, is_thing=classes.is_thing)
+    pq = PanopticQuality(classes)
+    bnd = BoundaryAccuracy(classes.num_classes)
+    t0 = time.perf_counter()
+    t_boundary = 0.0
+    for k in range(n_images):
+        gt, pred = pool[k % len(pool)]
+        g, p = gt.semantic, pred.semantic
+        sem.update(g, p, image_id=k)
+        pq.update(gt, pred, image_id=k)
+        if k < n_boundary:
+            tb = time.perf_counter()
+            bnd.update(g, p, image_id=k)
+            t_boundary += time.perf_counter() - tb
+    elapsed = time.perf_counter() - t0
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    state_bytes = len(json.dumps(sem.state())) + len(json.dumps(pq.state())) + len(json.dumps(bnd.state()))
+    return {
+        "images": n_images,
+        "boundary_images": n_boundary,
+        "seconds": elapsed,
+        "boundary_ms_per_image": 1e3 * t_boundary / max(n_boundary, 1),
+        "peak_rss_before_mb": rss0 / 1024,
+        "peak_rss_after_mb": rss1 / 1024,
+        "state_json_kb": state_bytes / 1024,
+        "miou": sem.result()["miou"],
+        "pq": pq.result()["pq"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=50, help="images for the speed comparison (default 50)")
+    ap.add_argument("--stream-images", type=int, default=500, help="images for the streaming memory run (default 500)")
+    ap.add_argument("--boundary-images", type=int, default=20, help="of which also through BoundaryAccuracy (default 20)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    classes = cityscapes_classes()
+    rng = np.random.default_rng(args.seed)
+    t0 = time.perf_counter()
+    scenes = [synthetic_scene(rng, classes) for _ in range(args.images)]
+    n_seg = np.mean([len(g.segments) + len(p.segments) for g, p in scenes]) / 2
+    print(f"generated {args.images} scenes of {H}x{W} ({n_seg:.1f} segments/image avg) in {time.perf_counter() - t0:.1f} s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        files = write_official_files(root, scenes, classes)
+        print(f"wrote official-format files in {time.perf_counter() - t0:.1f} s")
+
+        t_off, t_ours, official, ours = bench_panoptic(scenes, classes, files, root)
+        pan_pngs = [str(root / "gt_pan" / a["file_name"]) for a in files["gt_anns"]]
+        pan_pngs += [str(root / "pred_pan" / a["file_name"]) for a in files["pred_anns"]]
+        t_png = png_decode_time(pan_pngs)
+        n = args.images
+        print("\n== panoptic (PQ) ==")
+        print(f"official pq_compute_single_core : {1e3 * t_off / n:8.1f} ms/image (includes decoding 2 RGB PNGs)")
+        print(f"segfusion PanopticQuality.update: {1e3 * t_ours / n:8.1f} ms/image (arrays in memory)")
+        print(f"  decoding the 2 RGB PNGs alone : {1e3 * t_png / n:8.1f} ms/image")
+        print(f"speed-up: {t_off / t_ours:.1f}x (target >= 5x); including PNG decode: {t_off / (t_ours + t_png):.1f}x")
+        print(f"PQ official {official['All']['pq']:.12f}  ours {ours['pq']:.12f}  |diff| {abs(official['All']['pq'] - ours['pq']):.2e}")
+
+        t_off, t_ours, official, ours = bench_semantic(scenes, classes, files)
+        t_png = png_decode_time(files["gt_sem"] + files["pred_sem"])
+        print("\n== semantic (mIoU) ==")
+        print(f"official evaluateImgLists       : {1e3 * t_off / n:8.1f} ms/image (includes decoding 2 PNGs)")
+        print(f"segfusion SemanticConfusion     : {1e3 * t_ours / n:8.1f} ms/image (arrays in memory)")
+        print(f"  decoding the 2 label PNGs     : {1e3 * t_png / n:8.1f} ms/image")
+        print(f"speed-up: {t_off / t_ours:.1f}x (target >= 10x); including PNG decode: {t_off / (t_ours + t_png):.1f}x")
+        print(
+            f"mIoU official {official['averageScoreClasses']:.12f}  ours {ours['miou']:.12f}  "
+            f"|diff| {abs(official['averageScoreClasses'] - ours['miou']):.2e}"
+        )
+
+    pool = scenes[: min(10, len(scenes))]
+    s = bench_stream(pool, classes, args.stream_images, min(args.boundary_images, args.stream_images))
+    print("\n== streaming memory ==")
+    print(
+        f"{s['images']} images of {H}x{W} through SemanticConfusion + PanopticQuality "
+        f"({s['boundary_images']} also through BoundaryAccuracy, {s['boundary_ms_per_image']:.0f} ms/image) "
+        f"in {s['seconds']:.1f} s"
+    )
+    print(
+        f"peak RSS: {s['peak_rss_after_mb']:.0f} MB (process peak before the run: {s['peak_rss_before_mb']:.0f} MB; "
+        f"the 50 scenes held in memory included); target < 2048 MB"
+    )
+    print(f"accumulator states as JSON: {s['state_json_kb']:.0f} kB; mIoU {s['miou']:.4f}, PQ {s['pq']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""No fusion: the semantic head's own prediction as a panoptic output (DESIGN.md, `semantic`).
+
+Every pixel takes the argmax class of the upsampled semantic probabilities; every class
+present becomes exactly one segment, score 1.0. Thing classes are *not* split into
+instances: each becomes one non-crowd segment with ``is_thing=True`` (so PQ on things
+measures what a semantic-only model achieves, and the mIoU is the head's own). Instances
+are ignored (only validated).
+
+For the IMP canvas of ``maskrcnn_imp`` (Fu et al.), which has no semantic head, pixels
+whose maximum probability is below ``background_threshold`` take ``background_class``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segfusion.fusion.common import BilinearField, SegmentCanvas
+from segfusion.types import ClassInfo, Instances, Panoptic, SemanticPrediction
+
+
+def semantic_argmax(
+    instances: Instances,
+    semantic: SemanticPrediction,
+    classes: ClassInfo,
+    *,
+    background_threshold: float | None = None,
+    background_class: int | None = None,
+) -> Panoptic:
+    """Semantic argmax, one segment per class present.
+
+    background_threshold: if set, pixels with ``max prob < background_threshold`` take
+        ``background_class`` (a class index, required then).
+    """
+    field = BilinearField(semantic.prob, semantic.image_size)
+    if background_threshold is None:
+        if background_class is not None:
+            raise ValueError("fusion 'semantic': background_class is only used with background_threshold")
+        labels = field.argmax()
+    else:
+        if background_class is None or not 0 <= int(background_class) < classes.num_classes:
+            raise ValueError(
+                f"fusion 'semantic': background_threshold needs background_class, a class index in "
+                f"0..{classes.num_classes - 1}; got {background_class!r}"
+            )
+        labels, top = field.argmax_and_max()
+        labels[top < background_threshold] = int(background_class)
+    canvas = SegmentCanvas(semantic.image_size)
+    every = np.ones(classes.num_classes, bool)
+    canvas.paint_classes(labels, allowed=every, is_thing=classes.is_thing_array)
+    return canvas.to_panoptic()

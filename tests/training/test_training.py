@@ -1,0 +1,115 @@
+"""Training loop: determinism, resume after a kill, divergence guard, stage-2 init."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from segfusion.datasets.canonical import CanonicalSplit  # noqa: E402
+from segfusion.datasets.torch_dataset import PanopticTrainingData  # noqa: E402
+from segfusion.models.build import MODEL_PRESETS, Architecture, build_model  # noqa: E402
+from segfusion.training.loop import LoopOptions, Schedule, TrainingDiverged, batch_indices, train  # noqa: E402
+
+PARAMS = {
+    "schedule": {"iterations": 6, "lr": 0.01, "warmup_iters": 2, "steps": [4]},
+    "loop": {"batch_size": 2, "checkpoint_every": 2},
+    "arch": {"min_size": [64], "test_min_size": 64, "max_size": 128},
+    "seed": 1,
+}
+
+
+def _train_cli(data, out, run_root, params=PARAMS):
+    return subprocess.Popen(
+        [sys.executable, "-m", "segfusion.cli", "train", "--stage", "1", "--data", str(data), "--params", json.dumps(params),
+         "--out", str(out), "--run-dir", str(run_root), "--threads", "1", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_schedule_and_batches():
+    s = Schedule(iterations=10, lr=1.0, warmup_iters=4, warmup_factor=0.0, steps=(6, 8), gamma=0.1)
+    assert s.lr_at(0) == 0.0 and s.lr_at(2) == pytest.approx(0.5) and s.lr_at(5) == 1.0
+    assert s.lr_at(6) == pytest.approx(0.1) and s.lr_at(9) == pytest.approx(0.01)
+    seen = [i for it in range(5) for i in batch_indices(10, 2, 0, it)]
+    assert sorted(seen) == list(range(10))  # one epoch covers every image once
+    assert batch_indices(10, 2, 0, 3) == batch_indices(10, 2, 0, 3)
+
+
+def test_killed_training_resumes_to_identical_weights(street_canonical, tmp_path):
+    full = _train_cli(street_canonical, tmp_path / "full.pt", tmp_path / "runs_full")
+    assert full.wait(timeout=300) == 0, full.stdout.read()
+    victim = _train_cli(street_canonical, tmp_path / "resumed.pt", tmp_path / "runs_resumed")
+    deadline = time.time() + 240
+    while not list((tmp_path / "runs_resumed").glob("*/last.pt")) and time.time() < deadline:
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "resumed.pt").exists()
+    again = _train_cli(street_canonical, tmp_path / "resumed.pt", tmp_path / "runs_resumed")
+    log = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, log
+    assert "resuming" in log
+    a, b = _weights(tmp_path / "full.pt"), _weights(tmp_path / "resumed.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    run = next((tmp_path / "runs_full").iterdir())
+    assert (run / "loss.csv").exists() and (run / "loss.png").exists()
+    assert len((run / "loss.csv").read_text().splitlines()) == 1 + PARAMS["schedule"]["iterations"]
+
+
+class _NaNModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def losses(self, images, targets, **kw):
+        return {"loss_a": self.w * 1.0, "loss_b": self.w * float("nan") if self.w.item() < 0.999 else self.w * 0.0}
+
+
+class _Data:
+    def __len__(self):
+        return 3
+
+    def sample(self, i, rng):
+        return torch.zeros(3, 4, 4), {}
+
+
+def test_nan_loss_stops_with_iteration_and_terms(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"iteration 1: \{'loss_a': .*'loss_b': nan\}") as err:
+        train(_NaNModel(), _Data(), Schedule(iterations=5, lr=0.1), LoopOptions(batch_size=1, checkpoint_every=1), tmp_path, progress=False)
+    assert "last.pt" in str(err.value) and (tmp_path / "last.pt").exists()
+
+
+def test_stage2_init_keeps_stage1_weights(street_canonical):
+    split = CanonicalSplit(street_canonical)
+    from segfusion.training.checkpoint import init_from
+
+    arch = Architecture(min_size=(64,), test_min_size=64, max_size=128)
+    s1 = build_model(MODEL_PRESETS["maskrcnn_imp"], arch, split.classes)
+    s2 = build_model(MODEL_PRESETS["panoptic_fpn_imp"], arch, split.classes)
+    init_from(s2, s1.state_dict(), "stage1")
+    for k, v in s1.state_dict().items():
+        assert torch.equal(s2.state_dict()[k], v)
+    s2.freeze(["backbone", "rpn", "roi_heads"])
+    s2.train()
+    assert not s2.detector.roi_heads.training and s2.head.training
+    data = PanopticTrainingData(split)
+    images, targets = zip(*[data.sample(i, np.random.default_rng(i)) for i in range(2)])
+    losses = s2.losses(list(images), list(targets), train_detector=False)
+    assert set(losses) == {"loss_semantic"} and torch.isfinite(losses["loss_semantic"])
+    losses["loss_semantic"].backward()
+    assert all(p.grad is None for p in s2.detector.parameters())
+    assert any(p.grad is not None for p in s2.head.parameters())
