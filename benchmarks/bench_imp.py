@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     reference = load_reference()
 
     # The loss weight costs the same for both; time it separately to show what the operator itself adds.
-    fast_times = [run_once(instance_mask_projection, labels, scores, masks, boxes, weight)[0] for _ in range(args.repeats + 2)][2:]
+    fast_times = [
+        run_once(instance_mask_projection, labels, scores, masks, boxes, weight)[0]
+        for _ in range(args.repeats + 2)
+    ][2:]
     cpu = [t.cpu() for t in (labels, scores, masks, boxes)]
     ref_times, ref_grad = [], None
     for _ in range(args.reference_repeats):
@@ -92,9 +95,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     side = boxes[:, 2:] - boxes[:, :2]
     fast_ms, ref_ms = statistics.median(fast_times), statistics.median(ref_times)
-    print(f"IMP forward+backward, {NUM_INSTANCES} instances, {NUM_CLASSES} classes, masks {MASK_SIZE}x{MASK_SIZE}, "
-          f"canvas {canvas_hw[0]}x{canvas_hw[1]} (stride {STRIDE} of {IMAGE_HW[0]}x{IMAGE_HW[1]}), "
-          f"device {args.device}, threads {torch.get_num_threads()}")
+    print(
+        f"IMP forward+backward, {NUM_INSTANCES} instances, {NUM_CLASSES} classes, masks {MASK_SIZE}x{MASK_SIZE}, "
+        f"canvas {canvas_hw[0]}x{canvas_hw[1]} (stride {STRIDE} of {IMAGE_HW[0]}x{IMAGE_HW[1]}), "
+        f"device {args.device}, threads {torch.get_num_threads()}"
+    )
     print(f"box sides: median {side.median().item():.0f} px, max {side.max().item():.0f} px (image pixels)")
     print(f"fast:      median {fast_ms:8.2f} ms  (min {min(fast_times):.2f}, {len(fast_times)} runs)")
     print(f"reference: median {ref_ms:8.2f} ms  ({len(ref_times)} runs)")

@@ -15,7 +15,13 @@ from tqdm import tqdm
 from segfusion.datasets.canonical import CanonicalSplit
 from segfusion.io.atomic import read_json
 from segfusion.io.fused import read_fused
-from segfusion.metrics import BoundaryAccuracy, InstanceAP, PanopticQuality, SemanticConfusion, accumulator_from_state
+from segfusion.metrics import (
+    BoundaryAccuracy,
+    InstanceAP,
+    PanopticQuality,
+    SemanticConfusion,
+    accumulator_from_state,
+)
 
 DEFAULT_BOUNDARY_BINS = (0, 2, 4, 8, 16, 32, 64)
 

@@ -7,7 +7,21 @@ from PIL import Image
 from segfusion.datasets.canonical import CanonicalSplit, DatasetError
 from segfusion.datasets.cityscapes import cityscapes_classes, find_samples
 from segfusion.datasets.registry import convert
-from segfusion.datasets.synthetic import BICYCLE, BUILDING, BUS, CAR, PERSON, RIDER, ROAD, SIDEWALK, SKY, STATIC, TRUCK, VEGETATION, synthesize_street
+from segfusion.datasets.synthetic import (
+    BICYCLE,
+    BUILDING,
+    BUS,
+    CAR,
+    PERSON,
+    RIDER,
+    ROAD,
+    SIDEWALK,
+    SKY,
+    STATIC,
+    TRUCK,
+    VEGETATION,
+    synthesize_street,
+)
 from segfusion.datasets.validate import validate_split
 
 

@@ -13,9 +13,10 @@ from segfusion.models.imp import instance_mask_projection, instance_mask_project
 def reference_imp(labels, scores, masks, boxes, num_classes, canvas_hw, stride):
     """Algorithm 1 written out: one Python iteration per instance and mask cell.
 
-    Each cell paints ``mask * score`` into its canvas rectangle where it beats the current
-    value (strict >, so the first of exact ties wins); pixels nobody paints stay 0. The
-    result is a gather of the winning cell's value, so gradients go to the winner.
+    Each cell paints ``mask * score`` into its canvas rectangle where it is at least the
+    current value (>=, so of exact ties the last cell in (instance, row, column) order
+    wins); pixels nobody paints stay 0. The result is a gather of the winning cell's value,
+    so the gradient of every pixel goes to its one winner.
     """
     height, width = canvas_hw
     n, mh, mw = masks.shape
@@ -43,14 +44,16 @@ def reference_imp(labels, scores, masks, boxes, num_classes, canvas_hw, stride):
                     v = float(values[idx])
                     b = best[c, r0:r1, c0:c1]
                     w = winner[c, r0:r1, c0:c1]
-                    take = (w < 0) | (v > b)
+                    take = (w < 0) | (v >= b)
                     b[take] = v
                     w[take] = idx
     flat = values[winner.clamp(min=0).reshape(-1)].reshape(winner.shape)
     return torch.where(winner >= 0, flat, torch.zeros((), dtype=values.dtype))
 
 
-def random_instances(gen, n, num_classes, image_hw, mask_size=7, small_fraction=0.3, outside=True, dtype=torch.float64):
+def random_instances(
+    gen, n, num_classes, image_hw, mask_size=7, small_fraction=0.3, outside=True, dtype=torch.float64
+):
     """Random detections: some boxes partly outside the image, some smaller than a canvas cell."""
     h, w = image_hw
     cx = torch.rand(n, generator=gen, dtype=torch.float64) * w
@@ -91,25 +94,47 @@ def test_matches_reference_values_and_gradients(seed, stride):
     ref = grads(reference_imp, labels, scores, masks, boxes, *args)
     assert fast[0].shape == (num_classes, *canvas_hw)
     assert (fast[0] > 0).sum() > 20  # something was painted
-    for a, b in zip(fast, ref):
+    for a, b in zip(fast, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
 def test_same_class_overlap_keeps_maximum():
     gen = torch.Generator().manual_seed(7)
     labels = torch.zeros(4, dtype=torch.int64)  # all one class, heavily overlapping
-    boxes = torch.tensor([[2.0, 3.0, 30.0, 25.0], [5.0, 1.0, 28.0, 22.0], [0.0, 0.0, 31.0, 31.0], [10, 10, 12.5, 11]])
+    boxes = torch.tensor(
+        [[2.0, 3.0, 30.0, 25.0], [5.0, 1.0, 28.0, 22.0], [0.0, 0.0, 31.0, 31.0], [10, 10, 12.5, 11]]
+    )
     scores = torch.rand(4, generator=gen, dtype=torch.float64)
     masks = torch.rand(4, 5, 5, generator=gen, dtype=torch.float64)
     args = (1, (8, 8), 4.0)
     fast = grads(instance_mask_projection, labels, scores, masks, boxes, *args)
     ref = grads(reference_imp, labels, scores, masks, boxes, *args)
-    for a, b in zip(fast, ref):
+    for a, b in zip(fast, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
     # Every instance wins somewhere or not, but the canvas is never below any single projection.
     for q in range(4):
-        single = instance_mask_projection(labels[q : q + 1], scores[q : q + 1], masks[q : q + 1], boxes[q : q + 1], *args)
+        single = instance_mask_projection(
+            labels[q : q + 1], scores[q : q + 1], masks[q : q + 1], boxes[q : q + 1], *args
+        )
         assert torch.all(fast[0] >= single)
+
+
+def test_exact_ties_go_to_the_last_cell():
+    # Saturated masks (all 1.0) and equal scores: every pixel of an overlap is a tie, within
+    # and across instances; each pixel's gradient must reach exactly one cell, the last one.
+    labels = torch.tensor([1, 1, 0])
+    scores = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    masks = torch.ones(3, 6, 6, dtype=torch.float64)
+    masks[2, :3] = 0.5
+    boxes = torch.tensor([[0.0, 0.0, 20.0, 20.0], [10.0, 6.0, 30.0, 31.0], [3.0, 3.0, 5.0, 5.0]])
+    args = (2, (8, 8), 4.0)
+    fast = grads(instance_mask_projection, labels, scores, masks, boxes, *args)
+    ref = grads(reference_imp, labels, scores, masks, boxes, *args)
+    for a, b in zip(fast, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    weight = torch.linspace(0.5, 1.5, fast[0].numel(), dtype=torch.float64).reshape(fast[0].shape)
+    painted = fast[0] > 0
+    torch.testing.assert_close(fast[2].sum(), weight[painted].sum())  # gradient mass is preserved
 
 
 def test_float32_and_gradcheck():
@@ -121,7 +146,9 @@ def test_float32_and_gradcheck():
     torch.testing.assert_close(out, reference_imp(labels, scores, masks, boxes, *args))
     s = scores.double().requires_grad_(True)
     m = masks.double().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda s_, m_: instance_mask_projection(labels, s_, m_, boxes, *args), (s, m))
+    assert torch.autograd.gradcheck(
+        lambda s_, m_: instance_mask_projection(labels, s_, m_, boxes, *args), (s, m)
+    )
 
 
 def test_box_smaller_than_canvas_cell_covers_one_pixel():
@@ -143,7 +170,9 @@ def test_box_smaller_than_canvas_cell_covers_one_pixel():
 def test_hand_picture():
     # 2x2 mask on box (0, 0, 8, 4), stride 2 -> canvas 2 x 4; cell (i, j) covers x in [4j, 4j+4), y in [2i, 2i+2).
     mask = torch.tensor([[[0.1, 0.2], [0.3, 0.4]]])
-    out = instance_mask_projection(torch.tensor([0]), torch.tensor([1.0]), mask, torch.tensor([[0.0, 0.0, 8.0, 4.0]]), 1, (3, 5), 2.0)
+    out = instance_mask_projection(
+        torch.tensor([0]), torch.tensor([1.0]), mask, torch.tensor([[0.0, 0.0, 8.0, 4.0]]), 1, (3, 5), 2.0
+    )
     expected = torch.tensor(
         [
             [0.1, 0.1, 0.2, 0.2, 0.0],
@@ -153,7 +182,9 @@ def test_hand_picture():
     )
     torch.testing.assert_close(out[0], expected)
     # A box straddling canvas pixels: cells cover the union of touched pixels, max wins on shared ones.
-    out = instance_mask_projection(torch.tensor([0]), torch.tensor([0.5]), mask, torch.tensor([[1.0, 1.0, 5.0, 3.0]]), 1, (3, 5), 2.0)
+    out = instance_mask_projection(
+        torch.tensor([0]), torch.tensor([0.5]), mask, torch.tensor([[1.0, 1.0, 5.0, 3.0]]), 1, (3, 5), 2.0
+    )
     expected = 0.5 * torch.tensor(
         [
             [0.1, 0.2, 0.2, 0.0, 0.0],  # cell row 0 covers y in [1, 2) -> canvas row 0
@@ -168,7 +199,9 @@ def test_gradient_goes_to_argmax_cell():
     # Two same-class instances over one pixel: only the higher one gets gradient.
     masks = torch.tensor([[[0.9]], [[0.6]]], requires_grad=True)
     scores = torch.tensor([0.5, 1.0], requires_grad=True)
-    out = instance_mask_projection(torch.tensor([0, 0]), scores, masks, torch.tensor([[0.0, 0, 1, 1], [0.0, 0, 1, 1]]), 1, (1, 1), 1.0)
+    out = instance_mask_projection(
+        torch.tensor([0, 0]), scores, masks, torch.tensor([[0.0, 0, 1, 1], [0.0, 0, 1, 1]]), 1, (1, 1), 1.0
+    )
     assert out.item() == pytest.approx(0.6)
     out.sum().backward()
     torch.testing.assert_close(masks.grad, torch.tensor([[[0.0]], [[1.0]]]))
@@ -177,18 +210,27 @@ def test_gradient_goes_to_argmax_cell():
 
 def test_empty_and_outside():
     args = (4, (6, 7), 4.0)
-    out = instance_mask_projection(torch.zeros(0, dtype=torch.int64), torch.zeros(0), torch.zeros(0, 28, 28), torch.zeros(0, 4), *args)
+    out = instance_mask_projection(
+        torch.zeros(0, dtype=torch.int64), torch.zeros(0), torch.zeros(0, 28, 28), torch.zeros(0, 4), *args
+    )
     assert out.shape == (4, 6, 7) and out.abs().sum() == 0
     # A box entirely outside paints nothing but still backpropagates (zero gradient).
     masks = torch.ones(1, 3, 3, requires_grad=True)
-    out = instance_mask_projection(torch.tensor([2]), torch.tensor([1.0]), masks, torch.tensor([[-50.0, -50, -10, -10]]), *args)
+    out = instance_mask_projection(
+        torch.tensor([2]), torch.tensor([1.0]), masks, torch.tensor([[-50.0, -50, -10, -10]]), *args
+    )
     assert out.abs().sum() == 0
     out.sum().backward()
     assert masks.grad is not None and masks.grad.abs().sum() == 0
 
 
 def test_input_validation():
-    ok = dict(labels=torch.tensor([0]), scores=torch.tensor([1.0]), masks=torch.ones(1, 2, 2), boxes=torch.tensor([[0.0, 0, 4, 4]]))
+    ok = dict(
+        labels=torch.tensor([0]),
+        scores=torch.tensor([1.0]),
+        masks=torch.ones(1, 2, 2),
+        boxes=torch.tensor([[0.0, 0, 4, 4]]),
+    )
 
     def call(**kw):
         a = {**ok, **kw}
@@ -214,7 +256,7 @@ def test_input_validation():
 def test_batched_wrapper():
     gen = torch.Generator().manual_seed(11)
     per_image = [random_instances(gen, n, 3, (16, 16), mask_size=4) for n in (3, 0, 5)]
-    lists = [list(x) for x in zip(*per_image)]
+    lists = [list(x) for x in zip(*per_image, strict=True)]
     out = instance_mask_projection_batched(*lists, 3, (4, 4), 4.0)
     assert out.shape == (3, 3, 4, 4)
     for k, inst in enumerate(per_image):

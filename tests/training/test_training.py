@@ -1,12 +1,10 @@
 """Training loop: determinism, resume after a kill, divergence guard, stage-2 init."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

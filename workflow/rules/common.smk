@@ -1,12 +1,10 @@
 # Config validation, wildcard constraints and input functions shared by every rule.
 import json
 
-from snakemake.utils import validate
-
-
-validate(config, workflow.source_path("../schemas/config.schema.yaml"), set_default=True)
-
+from segfusion.config import validate_config
 from segfusion.models.build import resolve_variant
+
+validate_config(config, workflow.source_path("../schemas/config.schema.yaml"), source="config")
 
 MODEL_VARIANTS = {m: resolve_variant(m, config["custom_models"]) for m in config["models"]}
 SHARDS = config["predict"]["shards"]

@@ -13,6 +13,18 @@ annotation and becomes a crowd region (one crowd segment per class).
 Costea's coarse category (Costea et al. Sec. 3) is the Cityscapes category for things
 (human ⊃ person, rider; vehicle ⊃ car, truck, bus, train, motorcycle, bicycle) and the
 class name for stuff.
+
+Option ``source: panoptic`` reads cityscapesscripts' own COCO-panoptic export
+(``createPanopticImgs``) instead of the labelIds/instanceIds PNGs::
+
+    gtFine/cityscapes_panoptic_{split}.json     category ids = labelIds
+    gtFine/cityscapes_panoptic_{split}/*.png    RGB ids (stuff: labelId; things: labelId*1000+k; groups: labelId)
+
+With ``train_ids: true`` the ``--use-train-id`` export (``..._{split}_trainId.json``,
+category ids = trainIds) is read and its ids are mapped back to labelIds. Both routes
+give the same canonical split (tested): the export drops ``ignoreInEval`` labels (void,
+like our 255) and marks thing groups (ids < 1000) as crowd, like `Panoptic.from_maps`.
+Images are looked up by file name in ``leftImg8bit/{split}/<city>/``.
 """
 
 from __future__ import annotations
@@ -58,12 +70,25 @@ def label_id_to_train_index() -> np.ndarray:
     return lut
 
 
-def find_samples(raw: str | os.PathLike, split: str) -> list[RawSample]:
-    """Every image of ``split`` with its labelIds and instanceIds paths."""
+OPTIONS = ("source", "train_ids")
+
+
+def find_samples(raw: str | os.PathLike, split: str, source: str = "labels", train_ids: bool = False) -> list[RawSample]:
+    """Every image of ``split`` with its labelIds and instanceIds paths (``source="labels"``).
+
+    ``source="panoptic"`` reads the cityscapesscripts panoptic export instead (see the
+    module docstring); its samples load with `load_panoptic_sample`.
+    """
     raw = Path(raw)
     image_root = raw / "leftImg8bit" / split
     if not image_root.is_dir():
         raise DatasetError(f"{image_root}: missing (expected the Cityscapes layout leftImg8bit/{split}/<city>/)")
+    if source == "panoptic":
+        return _find_panoptic_samples(raw, split, image_root, train_ids)
+    if source != "labels":
+        raise ValueError(f"cityscapes option source must be 'labels' or 'panoptic', got {source!r}")
+    if train_ids:
+        raise ValueError("cityscapes option train_ids applies only to source: panoptic")
     samples = []
     for img in sorted(image_root.glob("*/*_leftImg8bit.png")):
         stem = img.name[: -len("_leftImg8bit.png")]
@@ -101,3 +126,39 @@ def load_sample(sample: RawSample, classes: ClassInfo) -> Panoptic:
         raise DatasetError(f"{instance_path}: instance ids {bad.tolist()} disagree with {label_path}")
     instance = np.where(is_instance, instance_ids, 0)
     return Panoptic.from_maps(semantic, instance, classes)
+
+
+@functools.lru_cache(maxsize=1)
+def _train_id_to_label_id() -> dict[int, int]:
+    from cityscapesscripts.helpers.labels import labels
+
+    return {int(lab.trainId): int(lab.id) for lab in labels if 0 <= lab.trainId < 255}
+
+
+def _find_panoptic_samples(raw: Path, split: str, image_root: Path, train_ids: bool) -> list[RawSample]:
+    """Samples of cityscapesscripts' ``createPanopticImgs`` output (category ids -> labelIds)."""
+    from segfusion.datasets import coco_panoptic
+
+    base = f"cityscapes_panoptic_{split}{'_trainId' if train_ids else ''}"
+    json_path = raw / "gtFine" / f"{base}.json"
+    png_dir = raw / "gtFine" / base
+    if not json_path.exists():
+        raise DatasetError(f"{json_path}: missing (run cityscapesscripts' createPanopticImgs, or use source: labels)")
+    if not png_dir.is_dir():
+        raise DatasetError(f"{png_dir}: missing panoptic PNG folder of {json_path}")
+    data = coco_panoptic.read_panoptic_json(json_path)
+    if train_ids:
+        to_label = _train_id_to_label_id()
+        for ann in data["annotations"]:
+            for s in ann.get("segments_info", []):
+                # Unknown trainIds map to -1, which the loader reports as an unknown category.
+                s["category_id"] = to_label.get(int(s["category_id"]), -1)
+    image_paths = {p.name: p for p in image_root.glob("*/*_leftImg8bit.png")}
+    return coco_panoptic.samples_from_json(data, json_path, png_dir, image_root, image_paths)
+
+
+def load_panoptic_sample(sample: RawSample, classes: ClassInfo) -> Panoptic:
+    """Read one image of the cityscapesscripts panoptic export (category ids = labelIds)."""
+    from segfusion.datasets import coco_panoptic
+
+    return coco_panoptic.load_sample(sample, classes)

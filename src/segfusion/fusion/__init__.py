@@ -11,21 +11,18 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Mapping
 
+from segfusion.fusion import costea, greedy, jsis, semantic
 from segfusion.fusion.common import validate_inputs
-from segfusion.fusion.costea import costea
-from segfusion.fusion.greedy import kirillov, seamless
-from segfusion.fusion.jsis import jsis
-from segfusion.fusion.semantic import semantic_argmax
 from segfusion.types import ClassInfo, Instances, Panoptic, SemanticPrediction
 
 FusionFunction = Callable[..., Panoptic]
 
 FUSION_METHODS: Mapping[str, FusionFunction] = {
-    "kirillov": kirillov,
-    "seamless": seamless,
-    "jsis": jsis,
-    "costea": costea,
-    "semantic": semantic_argmax,
+    "kirillov": greedy.kirillov,
+    "seamless": greedy.seamless,
+    "jsis": jsis.jsis,
+    "costea": costea.costea,
+    "semantic": semantic.semantic_argmax,
 }
 """Method name -> function ``(instances, semantic, classes, **params) -> Panoptic``."""
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from segfusion.inference.paste import Crop, instance_crop
 from segfusion.resize import _axis_weights
-from segfusion.types import IGNORE_INDEX, ClassInfo, Instances, Panoptic, SemanticPrediction
+from segfusion.types import ClassInfo, Instances, Panoptic, SemanticPrediction
 
 DEFAULT_STUFF_AREA_FRACTION = 4096 / (1024 * 2048)
 """Kirillov's, Seamless' (Sec. 3.5) and JSIS' (Sec. 2.2.2) 4096 px on a 1024×2048 image."""
@@ -202,25 +202,24 @@ class BilinearField:
         h, w = low.shape
         below = np.minimum(np.arange(h) + 1, h - 1)
         right = np.minimum(np.arange(w) + 1, w - 1)
-        uniform = (low == low[below]) & (low == low[:, right]) & (low == low[below][:, right])
-        labels = np.take(np.take(low, self._y[0], axis=0), self._x[0], axis=1)
-        mixed = ~uniform
+        mixed = (low != low[below]) | (low != low[:, right]) | (low != low[below][:, right])
+        labels = np.ascontiguousarray(np.take(np.take(low, self._y[0], axis=0), self._x[0], axis=1))
         y_start, y_count = _runs(self._y[0], h)
         x_start, x_count = _runs(self._x[0], w)
         if need is not None and y_count.all() and x_count.all():
-            needed = np.logical_or.reduceat(np.logical_or.reduceat(need, y_start, axis=0), x_start, axis=1)
-            mixed &= needed
+            mixed &= _block_any(_block_any(need, y_start, y_count, axis=0), x_start, x_count, axis=1)
         ci, cj = np.nonzero(mixed)
         if len(ci) == 0:
             return labels
+        # the output pixels of the mixed cells, (P,) each
         row_cell, ys = _ragged_ranges(y_start[ci], y_count[ci])
         row, xs = _ragged_ranges(x_start[cj[row_cell]], x_count[cj[row_cell]])
         cell, ys = row_cell[row], ys[row]
         if need is not None:
             keep = need[ys, xs]
             cell, ys, xs = cell[keep], ys[keep], xs[keep]
-        table = self._pixel_table()
         # corner values of each mixed cell, (4, n, C): (i, j), (i+1, j), (i, j+1), (i+1, j+1)
+        table = self._pixel_table()
         corners = table[np.stack([ci * w + cj, below[ci] * w + cj, ci * w + right[cj], below[ci] * w + right[cj]])]
         c = self.num_channels
         if c > _CANDIDATES:
@@ -232,20 +231,23 @@ class BilinearField:
         else:
             cand = np.broadcast_to(np.arange(c), (len(ci), c))
             bound = np.full(len(ci), -np.finfo(np.float32).max, np.float32)
-        pc = corners[:, cell]
-        wy = self._y[2][ys][:, None]
-        wx = self._x[2][xs][:, None]
-        r0 = pc[0] * (1.0 - wy) + pc[1] * wy
-        r1 = pc[2] * (1.0 - wy) + pc[3] * wy
-        v = r0 * (1.0 - wx) + r1 * wx
-        k = v.argmax(axis=1)
-        best = np.take_along_axis(v, k[:, None], axis=1)[:, 0]
-        labels[ys, xs] = cand[cell, k]
+        # interpolate the candidates, laid out (corner, candidate, pixel) for long inner loops
+        pc = np.take(corners.transpose(0, 2, 1), cell, axis=2)
+        wy, wx = self._y[2][ys], self._x[2][xs]
+        uy, ux = 1.0 - wy, 1.0 - wx
+        v = (pc[0] * uy + pc[1] * wy) * ux + (pc[2] * uy + pc[3] * wy) * wx
+        best, k = v[0], np.zeros(len(cell), np.intp)
+        for j in range(1, v.shape[0]):
+            better = v[j] > best
+            best = np.where(better, v[j], best)
+            k[better] = j
+        flat = labels.reshape(-1)
+        lin = ys * self.image_size[1] + xs
+        flat[lin] = cand[cell, k]
         margin = bound[cell]
         unsure = ~(best > margin + 1e-5 * np.abs(margin))
         if unsure.any():
-            ys, xs = ys[unsure], xs[unsure]
-            labels[ys, xs] = self.values(ys, xs).argmax(axis=1)
+            flat[lin[unsure]] = self.values(ys[unsure], xs[unsure]).argmax(axis=1)
         return labels
 
     def argmax_and_max(self) -> tuple[np.ndarray, np.ndarray]:
@@ -272,6 +274,27 @@ def _ragged_ranges(start: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np
     owner = np.repeat(np.arange(len(count)), count)
     first = np.cumsum(count) - count
     return owner, start[owner] + np.arange(int(count.sum())) - first[owner]
+
+
+def _block_any(mask: np.ndarray, start: np.ndarray, count: np.ndarray, axis: int) -> np.ndarray:
+    """Logical OR of ``mask`` over consecutive runs (``start``, ``count``, all >= 1) along ``axis``.
+
+    Covers the whole axis (runs are contiguous and complete). When the inner runs share one
+    length s (an integer stride), they are ORed as s strided slices, which is much faster
+    than `np.logical_or.reduceat`.
+    """
+    n = len(count)
+    inner = count[1:-1]
+    if n < 3 or not (inner == inner[0]).all():
+        return np.logical_or.reduceat(mask, start, axis=axis)
+    s = int(inner[0])
+    m = np.moveaxis(mask, axis, 0)
+    first = m[: count[0]].any(axis=0)[None]
+    last = m[start[-1] :].any(axis=0)[None]
+    mid = m[start[1] : start[-1] : s].copy()
+    for k in range(1, s):
+        mid |= m[start[1] + k : start[-1] : s]
+    return np.moveaxis(np.concatenate([first, mid, last]), 0, axis)
 
 
 def _first_argmax(prob: np.ndarray) -> np.ndarray:
@@ -313,22 +336,21 @@ class SegmentCanvas:
     def paint_classes(
         self, labels: np.ndarray, allowed: np.ndarray, is_thing: np.ndarray, min_area: float = 0.0
     ) -> np.ndarray:
-        """One segment per class of ``labels`` on the still unassigned pixels.
+        """One segment per class of ``labels``, painted on unassigned pixels.
 
-        labels:   (H, W) uint8 class index (255 = leave void).
+        labels:   (H, W) uint8 class index, 255 = leave as is. Must be 255 wherever a
+                  segment is already painted (callers mask with ``ids == 0``).
         allowed:  (C,) bool, classes that may form segments (others stay void).
         is_thing: (C,) bool, the segments' is_thing flag.
-        min_area: a class with fewer unassigned pixels than this stays void.
-        Returns the (C,) int64 areas counted on the unassigned pixels (before the area rule).
+        min_area: a class with fewer pixels than this stays void.
+        Returns the (C,) int64 pixel count of each class in ``labels``.
         """
         num = len(allowed)
-        free = self.ids == 0
-        lab = np.where(free, labels, np.uint8(IGNORE_INDEX))
-        areas = np.bincount(lab.reshape(-1), minlength=256)
+        areas = np.bincount(labels.reshape(-1), minlength=256)
         lut = np.zeros(256, np.int32)
         for c in np.flatnonzero(allowed & (areas[:num] > 0) & (areas[:num] >= min_area)).tolist():
             lut[c] = self.new_segment(c, bool(is_thing[c]))
-        self.ids += lut[lab]
+        self.ids += np.take(lut, labels)
         return areas[:num]
 
     def to_panoptic(self) -> Panoptic:

@@ -46,6 +46,7 @@ from segfusion.fusion.common import (
 )
 from segfusion.types import IGNORE_INDEX, ClassInfo, Instances, Panoptic, SemanticPrediction
 
+
 def costea(
     instances: Instances,
     semantic: SemanticPrediction,
@@ -127,20 +128,23 @@ def grow_regions(ids: np.ndarray, group: np.ndarray) -> None:
     frontier = np.flatnonzero((near & (ids > 0)).ravel())
     frontier = (frontier // width + 1) * wp + frontier % width + 1
     grp_flat, lab_flat = grp.reshape(-1), lab.reshape(-1)
-    steps = np.array([-wp, wp, -1, 1], np.intp)
+    wave_of = np.zeros(lab_flat.shape, np.int32)  # wave in which a pixel was labelled
+    wave = 0
     while len(frontier):
-        dst = (frontier[None, :] + steps[:, None]).reshape(-1)
-        src = np.tile(frontier, 4)
-        ok = (lab_flat[dst] == 0) & (grp_flat[dst] == grp_flat[src])
-        dst, new = dst[ok], lab_flat[src[ok]]
-        if len(dst) == 0:
-            break
-        order = np.lexsort((new, dst))
-        dst, new = dst[order], new[order]
-        first = np.ones(len(dst), bool)
-        first[1:] = dst[1:] != dst[:-1]
-        frontier = dst[first]
-        lab_flat[frontier] = new[first]
+        wave += 1
+        src_group, src_label = grp_flat[frontier], lab_flat[frontier]
+        reached = []
+        # one direction at a time: a pixel appears at most once per direction
+        for step in (-wp, wp, -1, 1):
+            dst = frontier + step
+            current = lab_flat[dst]
+            ok = (grp_flat[dst] == src_group) & ((current == 0) | (wave_of[dst] == wave))
+            dst, current, new = dst[ok], current[ok], src_label[ok]
+            fresh = current == 0
+            lab_flat[dst] = np.where(fresh, new, np.minimum(current, new))
+            wave_of[dst] = wave
+            reached.append(dst[fresh])
+        frontier = np.concatenate(reached)
     ids[:] = lab[1:-1, 1:-1]
 
 

@@ -21,6 +21,8 @@ Segmentation", Sec. 3.5 ("Fusion") describe the same procedure; one implementati
 
 from __future__ import annotations
 
+import numpy as np
+
 from segfusion.fusion.common import (
     BilinearField,
     SegmentCanvas,
@@ -28,7 +30,7 @@ from segfusion.fusion.common import (
     ranked_instances,
     stuff_area_threshold,
 )
-from segfusion.types import ClassInfo, Instances, Panoptic, SemanticPrediction
+from segfusion.types import IGNORE_INDEX, ClassInfo, Instances, Panoptic, SemanticPrediction
 
 
 def greedy_fusion(
@@ -59,9 +61,11 @@ def greedy_fusion(
         if area - int(take.sum()) > overlap_threshold * area:
             continue
         window[take] = canvas.new_segment(int(instances.labels[i]), True, float(instances.scores[i]))
-    stuff = ~classes.is_thing_array
-    labels = BilinearField(semantic.prob, semantic.image_size).argmax(need=canvas.ids == 0)
-    canvas.paint_classes(labels, allowed=stuff, is_thing=classes.is_thing_array, min_area=min_stuff_area)
+    free = canvas.ids == 0
+    labels = BilinearField(semantic.prob, semantic.image_size).argmax(need=free)
+    labels = np.where(free, labels, np.uint8(IGNORE_INDEX))
+    is_thing = classes.is_thing_array
+    canvas.paint_classes(labels, allowed=~is_thing, is_thing=is_thing, min_area=min_stuff_area)
     return canvas.to_panoptic()
 
 

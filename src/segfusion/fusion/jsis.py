@@ -65,18 +65,22 @@ def jsis(
         return canvas.to_panoptic()
     field = BilinearField(semantic.prob, semantic.image_size).channels(stuff_index)
     free = canvas.ids == 0
-    stuff_rank = field.argmax(need=free)  # position in stuff_index
-    areas = np.bincount(stuff_rank[free], minlength=len(stuff_index))
-    survives = areas >= min_area
-    if not survives.all():
-        replace = free & ~survives[stuff_rank]
-        ys, xs = np.nonzero(replace)
-        if survives.any():
+    rank = np.where(free, field.argmax(need=free), np.uint8(IGNORE_INDEX))  # position in stuff_index
+    areas = np.bincount(rank.reshape(-1), minlength=256)[: len(stuff_index)]
+    removed = (areas > 0) & (areas < min_area)
+    if removed.any():
+        lut = np.zeros(256, bool)
+        lut[: len(stuff_index)] = removed
+        ys, xs = np.nonzero(np.take(lut, rank))
+        survivors = areas >= min_area
+        if survivors.any():
             p = field.values(ys, xs)
-            p[:, ~survives] = -np.inf
-            stuff_rank[ys, xs] = p.argmax(axis=1)
+            p[:, ~survivors] = -np.inf
+            rank[ys, xs] = p.argmax(axis=1)
         else:
-            free[ys, xs] = False
-    labels = np.where(free, stuff_index.astype(np.uint8)[stuff_rank], np.uint8(IGNORE_INDEX))
-    canvas.paint_classes(labels, allowed=~classes.is_thing_array, is_thing=classes.is_thing_array)
+            rank[ys, xs] = IGNORE_INDEX
+    class_of_rank = np.full(256, IGNORE_INDEX, np.uint8)
+    class_of_rank[: len(stuff_index)] = stuff_index
+    is_thing = classes.is_thing_array
+    canvas.paint_classes(np.take(class_of_rank, rank), allowed=~is_thing, is_thing=is_thing)
     return canvas.to_panoptic()

@@ -71,6 +71,8 @@ class BoundaryAccuracy:
         edges = [float(b) for b in bins]
         if not edges or edges[0] != 0 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
             raise ValueError(f"BoundaryAccuracy: bins must start at 0 and increase strictly, got {tuple(bins)}")
+        if len(edges) > 255:
+            raise ValueError(f"BoundaryAccuracy: at most 255 bins, got {len(edges)}")
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
         self.bins = tuple(edges)
@@ -83,7 +85,9 @@ class BoundaryAccuracy:
         check_same_size(gt, pred, image_id, self.kind)
         dist = boundary_distance(gt)
         # bin k holds edges[k] <= d < edges[k+1]; the last bin is open-ended
-        group = np.searchsorted(np.asarray(self.bins), dist.ravel(), side="right") - 1
+        group = np.zeros(dist.shape, dtype=np.uint8)
+        for edge in self.bins[1:]:
+            group += dist >= edge
         del dist
         self.confusion += confusion_counts(
             gt,

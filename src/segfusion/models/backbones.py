@@ -10,8 +10,8 @@ trainable BatchNorm (no pretrained weights are downloaded; load a local state di
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torchvision
+from torch import nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 

@@ -57,10 +57,14 @@ def _groups(channels: int) -> int:
     return math.gcd(32, channels)
 
 
-def conv_block(cin: int, cout: int, kernel: int = 3, dilation: int = 1, group_norm: bool = True) -> nn.Sequential:
+def conv_block(
+    cin: int, cout: int, kernel: int = 3, dilation: int = 1, group_norm: bool = True
+) -> nn.Sequential:
     """conv(kernel, dilation; "same" padding) + GroupNorm (optional) + ReLU."""
     pad = dilation * (kernel - 1) // 2
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=not group_norm)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=not group_norm)
+    ]
     if group_norm:
         layers.append(nn.GroupNorm(_groups(cout), cout))
     layers.append(nn.ReLU(inplace=True))
@@ -148,7 +152,9 @@ class SemanticHead(nn.Module):
     def forward(self, features: Mapping[str, Tensor], canvas: Tensor | None = None) -> Tensor:
         missing = [k for k in LEVELS if k not in features]
         if missing:
-            raise ValueError(f"{type(self).__name__}: FPN features lack levels {missing} (need keys {list(LEVELS)})")
+            raise ValueError(
+                f"{type(self).__name__}: FPN features lack levels {missing} (need keys {list(LEVELS)})"
+            )
         levels = [features[k] for k in LEVELS]
         out = self.predictor(self.features_at_4(levels), canvas)
         return resize(out, levels[0].shape[-2:])
@@ -164,7 +170,9 @@ class FPNHead(SemanticHead):
 
     kind = "fpn"
 
-    def __init__(self, in_channels: int, num_classes: int, imp: bool, channels: int = 128, group_norm: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, imp: bool, channels: int = 128, group_norm: bool = True
+    ) -> None:
         super().__init__()
         self.branches = nn.ModuleList()
         for level in range(4):
@@ -175,7 +183,7 @@ class FPNHead(SemanticHead):
 
     def features_at_4(self, levels: list[Tensor]) -> Tensor:
         total = None
-        for level, (x, stages) in enumerate(zip(levels, self.branches)):
+        for level, (x, stages) in enumerate(zip(levels, self.branches, strict=True)):
             for s, stage in enumerate(stages):
                 x = stage(x)
                 if level > 0:  # upsample to the next finer level (2x)
@@ -195,7 +203,9 @@ class P2Head(SemanticHead):
 
     kind = "p2"
 
-    def __init__(self, in_channels: int, num_classes: int, imp: bool, channels: int = 128, group_norm: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, imp: bool, channels: int = 128, group_norm: bool = False
+    ) -> None:
         super().__init__()
         self.conv = conv_block(in_channels, channels, 3, group_norm=group_norm)
         self.predictor = Predictor(channels, num_classes, imp, channels, group_norm)
@@ -209,10 +219,14 @@ class ASP(nn.Module):
     conv3x3 with dilation 6, 12, 18 in parallel (``channels`` each), concatenated, then
     ``channels`` 1x1 filters."""
 
-    def __init__(self, in_channels: int, channels: int, group_norm: bool, rates: Sequence[int] = (6, 12, 18)) -> None:
+    def __init__(
+        self, in_channels: int, channels: int, group_norm: bool, rates: Sequence[int] = (6, 12, 18)
+    ) -> None:
         super().__init__()
         self.branches = nn.ModuleList([conv_block(in_channels, channels, 1, group_norm=group_norm)])
-        self.branches.extend(conv_block(in_channels, channels, 3, dilation=r, group_norm=group_norm) for r in rates)
+        self.branches.extend(
+            conv_block(in_channels, channels, 3, dilation=r, group_norm=group_norm) for r in rates
+        )
         self.project = conv_block(channels * (1 + len(rates)), channels, 1, group_norm=group_norm)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -230,7 +244,9 @@ class ASPRPHead(SemanticHead):
 
     kind = "asp_rp"
 
-    def __init__(self, in_channels: int, num_classes: int, imp: bool, channels: int = 128, group_norm: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, imp: bool, channels: int = 128, group_norm: bool = True
+    ) -> None:
         super().__init__()
 
         def two_convs() -> nn.Sequential:
@@ -240,12 +256,17 @@ class ASPRPHead(SemanticHead):
             )
 
         self.levels = nn.ModuleList(
-            [two_convs(), two_convs(), ASP(in_channels, channels, group_norm), ASP(in_channels, channels, group_norm)]
+            [
+                two_convs(),
+                two_convs(),
+                ASP(in_channels, channels, group_norm),
+                ASP(in_channels, channels, group_norm),
+            ]
         )
         self.predictor = Predictor(4 * channels, num_classes, imp, channels, group_norm)
 
     def features_at_4(self, levels: list[Tensor]) -> Tensor:
-        outs = [m(x) for m, x in zip(self.levels, levels)]
+        outs = [m(x) for m, x in zip(self.levels, levels, strict=True)]
         fused = [outs[3]]
         for k in (2, 1, 0):  # refinement pyramid, top-down
             fused.insert(0, outs[k] + resize(fused[0], outs[k].shape[-2:]))
@@ -293,7 +314,13 @@ class MiniDLHead(SemanticHead):
     kind = "minidl"
 
     def __init__(
-        self, in_channels: int, num_classes: int, imp: bool, channels: int = 128, group_norm: bool = True, pool: int = 64
+        self,
+        in_channels: int,
+        num_classes: int,
+        imp: bool,
+        channels: int = 128,
+        group_norm: bool = True,
+        pool: int = 64,
     ) -> None:
         super().__init__()
         self.levels = nn.ModuleList([MiniDL(in_channels, channels, group_norm, pool) for _ in range(4)])
@@ -301,7 +328,7 @@ class MiniDLHead(SemanticHead):
 
     def features_at_4(self, levels: list[Tensor]) -> Tensor:
         size = levels[0].shape[-2:]
-        return torch.cat([resize(m(x), size) for m, x in zip(self.levels, levels)], dim=1)
+        return torch.cat([resize(m(x), size) for m, x in zip(self.levels, levels, strict=True)], dim=1)
 
 
 def _bilinear_kernel(channels: int, kernel: int) -> Tensor:
@@ -352,17 +379,24 @@ class PPMHead(SemanticHead):
         self.pool_convs = nn.ModuleList(
             nn.Sequential(nn.Conv2d(in_channels, reduced, 1), nn.ReLU(inplace=True)) for _ in self.bins
         )
-        self.bottleneck = conv_block(in_channels + reduced * len(self.bins), channels, 3, group_norm=group_norm)
+        self.bottleneck = conv_block(
+            in_channels + reduced * len(self.bins), channels, 3, group_norm=group_norm
+        )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         self.deconv = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, padding=1, bias=False)
         with torch.no_grad():
             self.deconv.weight.copy_(_bilinear_kernel(num_classes, 4))
-        self.predictor = Predictor(num_classes, num_classes, imp, channels, group_norm, classifier=nn.Identity())
+        self.predictor = Predictor(
+            num_classes, num_classes, imp, channels, group_norm, classifier=nn.Identity()
+        )
 
     def features_at_4(self, levels: list[Tensor]) -> Tensor:
         top = levels[3]
         size = top.shape[-2:]
-        pooled = [resize(conv(F.adaptive_avg_pool2d(top, b)), size) for b, conv in zip(self.bins, self.pool_convs)]
+        pooled = [
+            resize(conv(F.adaptive_avg_pool2d(top, b)), size)
+            for b, conv in zip(self.bins, self.pool_convs, strict=True)
+        ]
         logits = self.classifier(self.bottleneck(torch.cat([top, *pooled], dim=1)))
         return resize(self.deconv(logits), levels[0].shape[-2:])
 
