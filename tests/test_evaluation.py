@@ -69,7 +69,7 @@ def test_evaluate_rejects_size_mismatch_naming_the_image(street_canonical, tmp_p
 def test_fused_roundtrip(street_canonical, tmp_path):
     _gt_as_fused(street_canonical, tmp_path / "fused")
     split = CanonicalSplit(street_canonical)
-    for name, image_id, pan in read_fused(tmp_path / "fused"):
+    for name, _, pan in read_fused(tmp_path / "fused"):
         gt = split.panoptic(split.record(name))
         assert np.array_equal(pan.segment_ids, gt.segment_ids) and pan.segments == gt.segments
     results = json.loads((tmp_path / "fused" / "instances.json").read_text())

@@ -48,7 +48,8 @@ below the 1e-9 agreement with the official tool.
 values are relabelled to 0..K (void, the segments in list order, unknown ids) with
 ``searchsorted``, and the full GT × prediction intersection matrix comes from a single
 ``np.bincount`` over the runs (weights = run lengths); matching is then done on the small
-K_gt × K_pred matrix.
+K_gt × K_pred matrix. Noisy maps (runs > 1/8 of the pixels) fall back to one bincount over
+pixels, relabelled through a lookup table.
 """
 
 from __future__ import annotations
@@ -79,10 +80,25 @@ def _segment_table(p: Panoptic, classes: ClassInfo, image_id: object | None, whi
     return ids, cls, crowd
 
 
+_LUT_MAX_ID = 1 << 24  # full-image relabelling uses a lookup table when all ids are below this
+
+
 def _relabel(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """int64 index of every value: 0 = void (id 0), 1..K = ``ids`` in list order, K + 1 = unknown id."""
+    """int64 index of every value: 0 = void (id 0), 1..K = ``ids`` in list order, K + 1 = unknown id.
+
+    Large inputs (the per-pixel fallback of `paired_runs`) with ids in [0, 2^24) go through a
+    lookup table; otherwise the ids are found with ``searchsorted``.
+    """
     k = len(ids)
     values = values.astype(np.int64, copy=False)
+    if values.size > 65536:
+        lo, hi = int(values.min()), int(values.max())
+        if lo >= 0 and hi < _LUT_MAX_ID:
+            lut = np.full(hi + 1, k + 1, dtype=np.int64)
+            inside = ids <= hi
+            lut[ids[inside]] = np.flatnonzero(inside) + 1
+            lut[0] = 0
+            return lut[values]
     out = np.full(values.shape, k + 1, dtype=np.int64)
     if k:
         order = np.argsort(ids, kind="stable")
@@ -115,7 +131,9 @@ def image_panoptic_stats(gt: Panoptic, pred: Panoptic, classes: ClassInfo, image
 
     g_run, p_run, lengths = paired_runs(gt.segment_ids, pred.segment_ids)
     code = _relabel(g_run, g_ids) * (np_ + 2) + _relabel(p_run, p_ids)
-    m = np.rint(np.bincount(code, weights=lengths, minlength=(ng + 2) * (np_ + 2)))
+    m = np.bincount(code, weights=lengths, minlength=(ng + 2) * (np_ + 2))
+    if lengths is not None:
+        m = np.rint(m)
     m = m.astype(np.int64).reshape(ng + 2, np_ + 2)
     if m[ng + 1].any():
         raise ValueError(
