@@ -104,7 +104,8 @@ def cmd_train(a) -> None:
         if p.get("arch", {}).get("pretrained"):
             from segfusion.training.pretrained import load_pretrained
 
-            load_pretrained(model, p["arch"]["pretrained"], split.classes)
+            info = load_pretrained(model, p["arch"]["pretrained"], split.classes, p["arch"].get("class_remap"))
+            print(f"loaded {info['loaded']} pretrained tensors from {p['arch']['pretrained']}; remapped classes {info['remapped']}")
     loop = dict(p.get("loop", {}))
     frozen = tuple(loop.pop("freeze", ()))
     model.freeze(frozen)

@@ -286,3 +286,27 @@ def test_results_bounded_and_empty_accumulator(cs_classes, mx):
     values += [v for c in r["per_class"].values() for k, v in c.items() if k in ("pq", "sq", "rq", "pq_dagger")]
     assert all(v is None or 0.0 <= v <= 1.0 for v in values)
     assert sum(v is not None for v in values) > 10
+
+
+def test_run_length_and_per_pixel_paths_agree(monkeypatch, cs_classes, mx):
+    """Noisy predictions: the per-pixel fallback and the run-length path give the same state."""
+    from segfusion.metrics import semantic
+
+    rng = np.random.default_rng(8)
+    pairs = []
+    for _ in range(3):
+        gt, pred = mx.random_scene(rng, cs_classes, h=256, w=320)  # > 65536 px: lookup-table relabelling
+        seg = pred.segment_ids.copy()
+        noise = rng.random(seg.shape) < 0.3
+        seg[noise] = rng.choice(np.array([0] + [s.id for s in pred.segments]), size=int(noise.sum()))
+        info = {s.id: (s.class_index, s.is_thing, s.iscrowd, s.score) for s in pred.segments}
+        pairs.append((gt, Panoptic.from_segment_map(seg, info)))
+    states = []
+    for fraction in (0.0, 2.0):
+        monkeypatch.setattr(semantic, "RUNS_MAX_FRACTION", fraction)
+        m = PanopticQuality(cs_classes)
+        for k, (gt, pred) in enumerate(pairs):
+            m.update(gt, pred, image_id=k)
+        states.append(m.state())
+    assert states[0] == states[1]
+    assert sum(states[0]["tp"]) > 0 and sum(states[0]["fp"]) > 0

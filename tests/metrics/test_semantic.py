@@ -121,3 +121,25 @@ def test_invalid_labels_are_reported():
     with pytest.raises(ValueError, match=r"ground truth.*\[-1\]"):
         m.update(np.full((2, 2), -1, np.int64), np.zeros((2, 2), np.int64))
     assert m.result()["n_images"] == 0 and m.result()["miou"] is None
+
+
+@pytest.mark.parametrize("max_fraction", [0.0, 2.0])
+def test_run_length_and_per_pixel_paths_count_exactly(monkeypatch, max_fraction):
+    """Both counting paths (runs; per pixel for noisy maps) equal a naive pixel loop."""
+    from segfusion.metrics import semantic
+
+    monkeypatch.setattr(semantic, "RUNS_MAX_FRACTION", max_fraction)
+    rng = np.random.default_rng(5)
+    gt = np.repeat(rng.integers(0, 6, (12, 1)), 40, axis=1).astype(np.uint8)
+    gt[2:5, 3:30] = 255
+    pred = gt.copy()
+    noise = rng.random(gt.shape) < 0.3
+    pred[noise] = rng.choice(np.array([0, 1, 2, 3, 4, 5, 255], np.uint8), size=int(noise.sum()))
+    m = SemanticConfusion(6)
+    m.update(gt, pred)
+    naive = np.zeros((6, 7), np.int64)
+    for g, p in zip(gt.ravel().tolist(), pred.ravel().tolist(), strict=True):
+        if g != 255:
+            naive[g, 6 if p == 255 else p] += 1
+    assert np.array_equal(m.confusion, naive)
+    assert naive[:, 6].sum() > 0 and naive.trace() < naive.sum()

@@ -4,9 +4,13 @@ import json
 from segfusion.config import validate_config
 from segfusion.models.build import resolve_variant
 
-validate_config(config, workflow.source_path("../schemas/config.schema.yaml"), source="config")
+validate_config(
+    config, workflow.source_path("../schemas/config.schema.yaml"), source="config"
+)
 
-MODEL_VARIANTS = {m: resolve_variant(m, config["custom_models"]) for m in config["models"]}
+MODEL_VARIANTS = {
+    m: resolve_variant(m, config["custom_models"]) for m in config["models"]
+}
 SHARDS = config["predict"]["shards"]
 
 
@@ -53,5 +57,60 @@ def all_gathered_metrics():
             for model in config["models"]:
                 for seed in config["seeds"]:
                     for fusion in fusions_for(model):
-                        out.append(f"results/{dataset}/metrics/{model}/seed{seed}/{fusion}/{split}.json")
+                        out.append(
+                            f"results/{dataset}/metrics/{model}/seed{seed}/{fusion}/{split}.json"
+                        )
     return out
+
+
+def raw_inputs(wildcards):
+    d = config["datasets"][wildcards.dataset]
+    if d.get("synthesize"):
+        return [
+            f"results/raw/{wildcards.dataset}/leftImg8bit/{wildcards.split}",
+            f"results/raw/{wildcards.dataset}/gtFine/{wildcards.split}",
+        ]
+    return [d["raw"]]
+
+
+def stage_params(stage, variant=None, seed=0):
+    p = dict(config[stage])
+    loop = {
+        k: p.pop(k)
+        for k in (
+            "batch_size",
+            "checkpoint_every",
+            "loss_weights",
+            "imp_end_to_end",
+            "bootstrap_fraction",
+            "freeze",
+        )
+    }
+    if stage == "stage1":
+        loop.pop("freeze")
+        loop.pop("imp_end_to_end")
+        loop.pop("bootstrap_fraction")
+    out = {
+        "schedule": p["schedule"],
+        "augmentation": p["augmentation"],
+        "loop": loop,
+        "arch": config["architecture"],
+        "seed": int(seed),
+    }
+    if variant is not None:
+        out["variant"] = {
+            "detector": variant.detector,
+            "head": variant.head,
+            "imp": variant.imp,
+        }
+    return as_json(out)
+
+
+def fusion_params(w):
+    p = dict(config["fusion"]["params"].get(w.fusion, {}))
+    if w.fusion == "semantic" and MODEL_VARIANTS[w.model].head == "none":
+        # maskrcnn_imp: the canvas is not a distribution; low maxima are background (void).
+        p.setdefault(
+            "background_threshold", config["fusion"]["canvas_background_threshold"]
+        )
+    return as_json(p)

@@ -5,32 +5,26 @@ rule synthesize:
     output:
         images=directory("results/raw/{dataset}/leftImg8bit/{split}"),
         labels=directory("results/raw/{dataset}/gtFine/{split}"),
-    params:
-        spec=lambda w: as_json(config["datasets"][w.dataset]["synthesize"]),
-        raw=lambda w: config["datasets"][w.dataset]["raw"],
-        num=lambda w: config["datasets"][w.dataset]["synthesize"]["num"][w.split],
-        size=lambda w: "x".join(map(str, config["datasets"][w.dataset]["synthesize"]["size"])),
-        flavour=lambda w: config["datasets"][w.dataset]["synthesize"]["flavour"],
-        seed=lambda w: config["datasets"][w.dataset]["synthesize"]["seed"],
     log:
         "results/logs/synthesize/{dataset}/{split}.log",
+    conda:
+        "../../envs/segfusion.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=30,
+    params:
+        spec=lambda w: as_json(config["datasets"][w.dataset]["synthesize"]),
+        raw=lambda w: config["datasets"][w.dataset]["raw"],
+        num=lambda w: config["datasets"][w.dataset]["synthesize"]["num"][w.split],
+        size=lambda w: "x".join(
+            map(str, config["datasets"][w.dataset]["synthesize"]["size"])
+        ),
+        flavour=lambda w: config["datasets"][w.dataset]["synthesize"]["flavour"],
+        seed=lambda w: config["datasets"][w.dataset]["synthesize"]["seed"],
     shell:
         "segfusion synthesize --flavour {params.flavour} --out {params.raw} --split {wildcards.split}"
         " --num {params.num} --size {params.size} --seed {params.seed} > {log} 2>&1"
-
-
-def raw_inputs(wildcards):
-    d = config["datasets"][wildcards.dataset]
-    if d.get("synthesize"):
-        return [
-            f"results/raw/{wildcards.dataset}/leftImg8bit/{wildcards.split}",
-            f"results/raw/{wildcards.dataset}/gtFine/{wildcards.split}",
-        ]
-    return [d["raw"]]
 
 
 rule convert:
@@ -38,17 +32,21 @@ rule convert:
         raw_inputs,
     output:
         directory("results/{dataset}/data/{split}"),
-    params:
-        fmt=lambda w: config["datasets"][w.dataset]["format"],
-        raw=lambda w: config["datasets"][w.dataset]["raw"],
-        options=lambda w: as_json(config["datasets"][w.dataset]["convert_options"]),
-        skip_bad=lambda w: "--skip-bad" if config["datasets"][w.dataset]["skip_bad"] else "",
     log:
         "results/logs/convert/{dataset}/{split}.log",
+    conda:
+        "../../envs/segfusion.yaml"
     threads: 2
     resources:
         mem_mb=2000,
         runtime=120,
+    params:
+        fmt=lambda w: config["datasets"][w.dataset]["format"],
+        raw=lambda w: config["datasets"][w.dataset]["raw"],
+        options=lambda w: as_json(config["datasets"][w.dataset]["convert_options"]),
+        skip_bad=lambda w: (
+            "--skip-bad" if config["datasets"][w.dataset]["skip_bad"] else ""
+        ),
     shell:
         "segfusion convert --format {params.fmt} --raw {params.raw} --split {wildcards.split} --out {output}"
         " --threads {threads} --params {params.options:q} {params.skip_bad} > {log} 2>&1"

@@ -8,16 +8,18 @@ rule evaluate:
         cache="results/{dataset}/predictions/{model}/seed{seed}/{split}/shard-{i}-of-{k}.h5",
     output:
         "results/{dataset}/metrics/{model}/seed{seed}/{fusion}/{split}/shard-{i}-of-{k}.json",
-    params:
-        p=lambda w: as_json(config["evaluate"]),
     log:
         "results/logs/evaluate/{dataset}/{model}/seed{seed}/{fusion}/{split}/shard-{i}-of-{k}.log",
     benchmark:
         "results/benchmarks/evaluate/{dataset}/{model}/seed{seed}/{fusion}/{split}/shard-{i}-of-{k}.tsv"
+    conda:
+        "../../envs/segfusion.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
+    params:
+        p=lambda w: as_json(config["evaluate"]),
     shell:
         "segfusion evaluate --data {input.data} --fused {input.fused} --cache {input.cache}"
         " --params {params.p:q} --out {output} > {log} 2>&1"
@@ -32,15 +34,23 @@ rule gather:
         ),
     output:
         "results/{dataset}/metrics/{model}/seed{seed}/{fusion}/{split}.json",
-    params:
-        meta=lambda w: as_json(
-            {"dataset": w.dataset, "model": w.model, "seed": int(w.seed), "fusion": w.fusion, "split": w.split}
-        ),
     log:
         "results/logs/gather/{dataset}/{model}/seed{seed}/{fusion}/{split}.log",
+    conda:
+        "../../envs/segfusion.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        meta=lambda w: as_json(
+            {
+                "dataset": w.dataset,
+                "model": w.model,
+                "seed": int(w.seed),
+                "fusion": w.fusion,
+                "split": w.split,
+            }
+        ),
     shell:
         "segfusion gather {input} --meta {params.meta:q} --out {output} > {log} 2>&1"

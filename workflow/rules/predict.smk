@@ -7,18 +7,20 @@ rule predict:
         data="results/{dataset}/data/{split}",
     output:
         "results/{dataset}/predictions/{model}/seed{seed}/{split}/shard-{i}-of-{k}.h5",
-    params:
-        p=lambda w: as_json({"batch_size": config["predict"]["batch_size"]}),
-        shard=lambda w: f"{w.i}/{w.k}",
     log:
         "results/logs/predict/{dataset}/{model}/seed{seed}/{split}/shard-{i}-of-{k}.log",
     benchmark:
         "results/benchmarks/predict/{dataset}/{model}/seed{seed}/{split}/shard-{i}-of-{k}.tsv"
+    conda:
+        "../../envs/segfusion.yaml"
     threads: config["threads"]
     resources:
         mem_mb=4000,
         runtime=120,
         gpu=0,
+    params:
+        p=lambda w: as_json({"batch_size": config["predict"]["batch_size"]}),
+        shard=lambda w: f"{w.i}/{w.k}",
     shell:
         "segfusion predict --model {input.model} --data {input.data} --out {output} --shard {params.shard}"
         " --params {params.p:q} --threads {threads} > {log} 2>&1"

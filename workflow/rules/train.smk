@@ -3,36 +3,25 @@
 # deletes them, so a killed job resumes from its last checkpoint when the workflow restarts.
 
 
-def stage_params(stage, variant=None, seed=0):
-    p = dict(config[stage])
-    loop = {k: p.pop(k) for k in ("batch_size", "checkpoint_every", "loss_weights", "imp_end_to_end", "bootstrap_fraction", "freeze")}
-    if stage == "stage1":
-        loop.pop("freeze")
-        loop.pop("imp_end_to_end")
-        loop.pop("bootstrap_fraction")
-    out = {"schedule": p["schedule"], "augmentation": p["augmentation"], "loop": loop, "arch": config["architecture"], "seed": int(seed)}
-    if variant is not None:
-        out["variant"] = {"detector": variant.detector, "head": variant.head, "imp": variant.imp}
-    return as_json(out)
-
-
 rule train_stage1:
     input:
         data=lambda w: f"results/{w.dataset}/data/{config['datasets'][w.dataset]['train_split']}",
     output:
         "results/{dataset}/models/maskrcnn/seed{seed}/stage1.pt",
-    params:
-        p=lambda w: stage_params("stage1", seed=w.seed),
-        run_dir="results/{dataset}/runs/maskrcnn/seed{seed}",
     log:
         "results/logs/train/{dataset}/maskrcnn/seed{seed}/stage1.log",
     benchmark:
         "results/benchmarks/train/{dataset}/maskrcnn/seed{seed}/stage1.tsv"
+    conda:
+        "../../envs/segfusion.yaml"
     threads: config["threads"]
     resources:
         mem_mb=4000,
         runtime=600,
         gpu=0,
+    params:
+        p=lambda w: stage_params("stage1", seed=w.seed),
+        run_dir="results/{dataset}/runs/maskrcnn/seed{seed}",
     shell:
         "segfusion train --stage 1 --data {input.data} --params {params.p:q} --out {output}"
         " --run-dir {params.run_dir} --threads {threads} > {log} 2>&1"
@@ -44,18 +33,20 @@ rule train_stage2:
         init="results/{dataset}/models/maskrcnn/seed{seed}/stage1.pt",
     output:
         "results/{dataset}/models/{model}/seed{seed}/stage2.pt",
-    params:
-        p=lambda w: stage_params("stage2", MODEL_VARIANTS[w.model], seed=w.seed),
-        run_dir="results/{dataset}/runs/{model}/seed{seed}",
     log:
         "results/logs/train/{dataset}/{model}/seed{seed}/stage2.log",
     benchmark:
         "results/benchmarks/train/{dataset}/{model}/seed{seed}/stage2.tsv"
+    conda:
+        "../../envs/segfusion.yaml"
     threads: config["threads"]
     resources:
         mem_mb=4000,
         runtime=600,
         gpu=0,
+    params:
+        p=lambda w: stage_params("stage2", MODEL_VARIANTS[w.model], seed=w.seed),
+        run_dir="results/{dataset}/runs/{model}/seed{seed}",
     shell:
         "segfusion train --stage 2 --data {input.data} --init {input.init} --params {params.p:q} --out {output}"
         " --run-dir {params.run_dir} --threads {threads} > {log} 2>&1"

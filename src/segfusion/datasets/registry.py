@@ -1,20 +1,86 @@
-"""Converter registry: format name -> (find samples, load one sample, class list)."""
+"""Converter registry: format name -> (find samples, load one sample, class list).
+
+Options (the ``options`` dict, from ``segfusion convert --params``), per format:
+
+==============  ====================================================================
+cityscapes      ``source``: ``labels`` (labelIds + instanceIds, default) | ``panoptic``
+                (cityscapesscripts' createPanopticImgs export); ``train_ids``: read the
+                ``--use-train-id`` export (panoptic only)
+coco_panoptic   ``images_dir`` (default ``{split}``), ``annotation_json`` (default
+                ``panoptic_{split}.json`` or ``annotations/panoptic_{split}.json``),
+                ``panoptic_dir`` (default: the JSON path without ``.json``)
+modanet         ``images_dir`` (default ``images``), ``annotation_json`` (default
+                ``modanet2018_instances_{split}.json``, also under ``annotations/``),
+                ``unlabeled``: ``background`` (default) | ``ignore``
+vcp             ``images_dir`` (``images``), ``labels_dir`` (``labels``), ``classes_file``
+                (``classes.json``), ``stuff`` (``[background, skin, hair]``),
+                ``connectivity`` (8 | 4), ``min_area`` (1)
+==============  ====================================================================
+
+Unknown option names are an error naming the format and the allowed names. Loader
+options are bound with `functools.partial` on the module-level ``load_sample`` so the
+loader still pickles to worker processes.
+"""
 
 from __future__ import annotations
 
 import os
+from functools import partial
+from typing import Callable, Sequence
 
-from segfusion.datasets.canonical import convert_split
+from segfusion.datasets.canonical import Loader, RawSample, convert_split
+from segfusion.types import ClassInfo
+
+FORMATS = ("cityscapes", "coco_panoptic", "modanet", "vcp")
 
 
-def convert(fmt: str, raw: str | os.PathLike, split: str, out: str | os.PathLike, workers: int = 1, skip_bad: bool = False, options: dict | None = None) -> list[dict]:
-    """Convert one split of a raw dataset in format ``fmt`` into the canonical split ``out``."""
+def _check(fmt: str, options: dict, allowed: Sequence[str]) -> None:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"{fmt} converter: unknown options {unknown}; allowed: {sorted(allowed)}")
+
+
+def prepare(fmt: str, raw: str | os.PathLike, split: str, options: dict | None = None) -> tuple[list[RawSample], Loader, ClassInfo]:
+    """The samples, the loader and the class list of one raw split (no image is read)."""
     options = dict(options or {})
     if fmt == "cityscapes":
         from segfusion.datasets import cityscapes
 
-        if options:
-            raise ValueError(f"cityscapes converter takes no options, got {sorted(options)}")
-        samples = cityscapes.find_samples(raw, split)
-        return convert_split(samples, cityscapes.load_sample, cityscapes.cityscapes_classes(), out, workers, skip_bad)
-    raise ValueError(f"unknown or not yet available dataset format {fmt!r}")
+        _check(fmt, options, cityscapes.OPTIONS)
+        samples = cityscapes.find_samples(raw, split, **options)
+        loader: Callable = cityscapes.load_panoptic_sample if options.get("source") == "panoptic" else cityscapes.load_sample
+        return samples, loader, cityscapes.cityscapes_classes()
+    if fmt == "coco_panoptic":
+        from segfusion.datasets import coco_panoptic
+
+        _check(fmt, options, coco_panoptic.OPTIONS)
+        samples = coco_panoptic.find_samples(raw, split, **options)
+        return samples, coco_panoptic.load_sample, coco_panoptic.coco_panoptic_classes(raw, split, **options)
+    if fmt == "modanet":
+        from segfusion.datasets import modanet
+
+        _check(fmt, options, modanet.OPTIONS)
+        classes = modanet.modanet_classes(raw, split, **options)
+        samples = modanet.find_samples(raw, split, **options)
+        return samples, partial(modanet.load_sample, unlabeled=options.get("unlabeled", "background")), classes
+    if fmt == "vcp":
+        from segfusion.datasets import vcp
+
+        _check(fmt, options, vcp.OPTIONS)
+        find_opts = {k: options[k] for k in ("images_dir", "labels_dir") if k in options}
+        class_opts = {k: options[k] for k in ("classes_file", "stuff") if k in options}
+        connectivity, min_area = options.get("connectivity", 8), options.get("min_area", 1)
+        if connectivity not in (4, 8):
+            raise ValueError(f"vcp option connectivity must be 4 or 8, got {connectivity!r}")
+        if not isinstance(min_area, int) or min_area < 1:
+            raise ValueError(f"vcp option min_area must be an integer >= 1, got {min_area!r}")
+        classes = vcp.vcp_classes(raw, **class_opts)
+        samples = vcp.find_samples(raw, split, **find_opts)
+        return samples, partial(vcp.load_sample, connectivity=connectivity, min_area=min_area), classes
+    raise ValueError(f"unknown dataset format {fmt!r}; available: {list(FORMATS)}")
+
+
+def convert(fmt: str, raw: str | os.PathLike, split: str, out: str | os.PathLike, workers: int = 1, skip_bad: bool = False, options: dict | None = None) -> list[dict]:
+    """Convert one split of a raw dataset in format ``fmt`` into the canonical split ``out``."""
+    samples, loader, classes = prepare(fmt, raw, split, options)
+    return convert_split(samples, loader, classes, out, workers, skip_bad)

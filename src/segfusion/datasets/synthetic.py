@@ -226,7 +226,9 @@ def synthesize_street(out: str | os.PathLike, split: str, num: int, size: tuple[
     return written
 
 
-FLAVOURS = {"street": synthesize_street}
+from segfusion.datasets.synthetic_clothing import synthesize_clothing  # noqa: E402  (VCP layout)
+
+FLAVOURS = {"street": synthesize_street, "clothing": synthesize_clothing}
 
 
 def synthesize(flavour: str, out: str | os.PathLike, split: str, num: int, size: tuple[int, int], seed: int) -> list[Path]:

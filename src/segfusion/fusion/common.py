@@ -73,7 +73,9 @@ def validate_inputs(instances: Instances, semantic: SemanticPrediction, classes:
     labels = np.unique(instances.labels)
     bad = labels[(labels < 0) | (labels >= classes.num_classes)]
     if len(bad):
-        raise ValueError(f"fusion: instance labels {bad.tolist()} are not class indices 0..{classes.num_classes - 1}")
+        raise ValueError(
+            f"fusion: instance labels {bad.tolist()} are not class indices 0..{classes.num_classes - 1}"
+        )
     stuff = labels[~classes.is_thing_array[labels]]
     if len(stuff):
         names = [f"{int(c)} ({classes.names[int(c)]})" for c in stuff]
@@ -220,7 +222,9 @@ class BilinearField:
             cell, ys, xs = cell[keep], ys[keep], xs[keep]
         # corner values of each mixed cell, (4, n, C): (i, j), (i+1, j), (i, j+1), (i+1, j+1)
         table = self._pixel_table()
-        corners = table[np.stack([ci * w + cj, below[ci] * w + cj, ci * w + right[cj], below[ci] * w + right[cj]])]
+        corners = table[
+            np.stack([ci * w + cj, below[ci] * w + cj, ci * w + right[cj], below[ci] * w + right[cj]])
+        ]
         c = self.num_channels
         if c > _CANDIDATES:
             top = corners.max(axis=0)

@@ -171,7 +171,9 @@ def _unreached_segments(
         ys, xs = ys + y0, xs + x0
         prob = field.values(ys, xs)[:, classes_g]
         count = np.bincount(comp_of, minlength=n)
-        sums = np.stack([np.bincount(comp_of, weights=prob[:, k], minlength=n) for k in range(len(classes_g))], 1)
+        sums = np.stack(
+            [np.bincount(comp_of, weights=prob[:, k], minlength=n) for k in range(len(classes_g))], 1
+        )
         best = sums.argmax(axis=1)
         seg_ids = np.array(
             [

@@ -58,7 +58,9 @@ def jsis(
         if not wins.any():
             continue
         best[window][wins] = prob[wins]
-        canvas.ids[window][wins] = canvas.new_segment(int(instances.labels[i]), True, float(instances.scores[i]))
+        canvas.ids[window][wins] = canvas.new_segment(
+            int(instances.labels[i]), True, float(instances.scores[i])
+        )
 
     stuff_index = classes.stuff_indices
     if len(stuff_index) == 0:

@@ -7,7 +7,9 @@ measures what a semantic-only model achieves, and the mIoU is the head's own). I
 are ignored (only validated).
 
 For the IMP canvas of ``maskrcnn_imp`` (Fu et al.), which has no semantic head, pixels
-whose maximum probability is below ``background_threshold`` take ``background_class``.
+whose maximum probability is below ``background_threshold`` take ``background_class``, or
+become void when ``background_class`` is None (Cityscapes has no background class: the
+canvas only covers things, and stuff pixels are left unlabelled).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def semantic_argmax(
     """Semantic argmax, one segment per class present.
 
     background_threshold: if set, pixels with ``max prob < background_threshold`` take
-        ``background_class`` (a class index, required then).
+        ``background_class`` (a class index), or void (255) when it is None.
     """
     field = BilinearField(semantic.prob, semantic.image_size)
     if background_threshold is None:
@@ -37,13 +39,14 @@ def semantic_argmax(
             raise ValueError("fusion 'semantic': background_class is only used with background_threshold")
         labels = field.argmax()
     else:
-        if background_class is None or not 0 <= int(background_class) < classes.num_classes:
+        if background_class is not None and not 0 <= int(background_class) < classes.num_classes:
             raise ValueError(
-                f"fusion 'semantic': background_threshold needs background_class, a class index in "
-                f"0..{classes.num_classes - 1}; got {background_class!r}"
+                f"fusion 'semantic': background_class must be a class index in "
+                f"0..{classes.num_classes - 1} or None (void); got {background_class!r}"
             )
         labels, top = field.argmax_and_max()
-        labels[top < background_threshold] = int(background_class)
+        labels = labels.astype(np.uint8)
+        labels[top < background_threshold] = classes.ignore_index if background_class is None else int(background_class)
     canvas = SegmentCanvas(semantic.image_size)
     every = np.ones(classes.num_classes, bool)
     canvas.paint_classes(labels, allowed=every, is_thing=classes.is_thing_array)

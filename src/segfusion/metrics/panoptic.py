@@ -111,8 +111,8 @@ def _relabel(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def _unknown_ids(segment_ids: np.ndarray, ids: np.ndarray) -> list[int]:
-    present = np.unique(segment_ids)
-    return [int(v) for v in present if v != 0 and v not in set(ids.tolist())][:10]
+    known = set(ids.tolist())
+    return [int(v) for v in np.unique(segment_ids) if v != 0 and int(v) not in known][:10]
 
 
 def image_panoptic_stats(gt: Panoptic, pred: Panoptic, classes: ClassInfo, image_id: object | None = None) -> dict:

@@ -47,7 +47,7 @@ def check_same_size(gt: np.ndarray, pred: np.ndarray, image_id: object | None, w
 RUNS_MAX_FRACTION = 0.125
 
 
-def paired_runs(*maps: np.ndarray, max_fraction: float = RUNS_MAX_FRACTION) -> tuple[Any, ...]:
+def paired_runs(*maps: np.ndarray, max_fraction: float | None = None) -> tuple[Any, ...]:
     """Run-length encoding of same-shape maps read together in raster order.
 
     Returns (values of map 1 (R,), ..., values of map k (R,), lengths (R,) int64): the
@@ -59,7 +59,10 @@ def paired_runs(*maps: np.ndarray, max_fraction: float = RUNS_MAX_FRACTION) -> t
     When R exceeds ``max_fraction`` of the pixels (noisy maps), the run encoding no longer
     pays off and the flattened maps themselves are returned with ``lengths = None`` (each
     pixel its own run; ``np.bincount(..., weights=None)`` then counts pixels).
+    ``max_fraction`` defaults to the module's ``RUNS_MAX_FRACTION``.
     """
+    if max_fraction is None:
+        max_fraction = RUNS_MAX_FRACTION
     flat = [np.ascontiguousarray(m).ravel() for m in maps]
     n = flat[0].size
     if n == 0:
