@@ -32,7 +32,9 @@ def grid(picture: str) -> np.ndarray:
     return np.array([list(r) for r in rows])
 
 
-def semantic_from(picture: str, legend: dict[str, dict[int, float]], num_classes: int = 6) -> SemanticPrediction:
+def semantic_from(
+    picture: str, legend: dict[str, dict[int, float]], num_classes: int = 6
+) -> SemanticPrediction:
     """Full-resolution probabilities: each character's pixels get ``legend[char]``
     ({class: prob}); the rest of the mass is spread evenly over the other classes."""
     g = grid(picture)

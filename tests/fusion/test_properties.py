@@ -15,7 +15,7 @@ from .helpers import bench_module, check_invariants, same_panoptic, street_class
 
 CLASSES = street_classes()
 FUSED = [m for m in FUSION_METHODS if m != "semantic"]
-SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -62,10 +62,20 @@ def scenes(draw, distinct_scores: bool = False) -> tuple[Instances, SemanticPred
     mask_prob = rng.random((n, m, m)).astype(np.float32)
     if draw(st.booleans()):
         mask_prob = np.round(mask_prob * 2) / 2  # many exact 0.5 and equal probabilities
-    inst = Instances(boxes=boxes, scores=scores, labels=rng.choice(things, n), image_size=(height, width), mask_prob=mask_prob)
+    inst = Instances(
+        boxes=boxes,
+        scores=scores,
+        labels=rng.choice(things, n),
+        image_size=(height, width),
+        mask_prob=mask_prob,
+    )
     if draw(st.booleans()):
         inst = Instances(
-            boxes=boxes, scores=scores, labels=inst.labels, image_size=(height, width), mask_image=masks_to_image(inst)
+            boxes=boxes,
+            scores=scores,
+            labels=inst.labels,
+            image_size=(height, width),
+            mask_image=masks_to_image(inst),
         )
     return inst, semantic, CLASSES
 
@@ -115,7 +125,7 @@ def test_independent_of_instance_order(scene, method: str, seed: int) -> None:
     assert same_panoptic(fuse(method, inst, sem, classes), fuse(method, inst.select(order), sem, classes))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenes(), st.sampled_from(list(FUSION_METHODS)))
 def test_equals_plain_reference(scene, method: str) -> None:
     """The fast implementations equal the benchmark's full-resolution references."""

@@ -142,7 +142,9 @@ def random_scene(
     return gt, pred
 
 
-def scene_set(seed: int, classes: ClassInfo, n: int = 12, h: int = 48, w: int = 80) -> list[tuple[Panoptic, Panoptic]]:
+def scene_set(
+    seed: int, classes: ClassInfo, n: int = 12, h: int = 48, w: int = 80
+) -> list[tuple[Panoptic, Panoptic]]:
     """n random scenes with the edge cases: empty GT, empty prediction, both empty."""
     rng = np.random.default_rng(seed)
     scenes = [random_scene(rng, classes, h, w) for _ in range(n)]
@@ -158,13 +160,17 @@ def id_to_rgb(seg: np.ndarray) -> np.ndarray:
     return np.stack([seg % 256, (seg // 256) % 256, seg // 65536], axis=-1).astype(np.uint8)
 
 
-def write_coco_panoptic(folder: Path, json_path: Path, items: list[tuple[str, Panoptic]], classes: ClassInfo) -> None:
+def write_coco_panoptic(
+    folder: Path, json_path: Path, items: list[tuple[str, Panoptic]], classes: ClassInfo
+) -> None:
     """COCO-panoptic JSON + RGB-id PNGs with Cityscapes labelIds as category ids."""
     folder.mkdir(parents=True, exist_ok=True)
     anns, images = [], []
     for name, p in items:
         Image.fromarray(id_to_rgb(p.segment_ids)).save(folder / f"{name}.png")
-        images.append({"id": name, "file_name": f"{name}.png", "height": p.image_size[0], "width": p.image_size[1]})
+        images.append(
+            {"id": name, "file_name": f"{name}.png", "height": p.image_size[0], "width": p.image_size[1]}
+        )
         anns.append(
             {
                 "image_id": name,
@@ -182,13 +188,20 @@ def write_coco_panoptic(folder: Path, json_path: Path, items: list[tuple[str, Pa
             }
         )
     cats = [
-        {"id": int(classes.ids[k]), "name": classes.names[k], "isthing": int(classes.is_thing[k]), "supercategory": classes.category[k]}
+        {
+            "id": int(classes.ids[k]),
+            "name": classes.names[k],
+            "isthing": int(classes.is_thing[k]),
+            "supercategory": classes.category[k],
+        }
         for k in range(classes.num_classes)
     ]
     json_path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
 
 
-def trainid_to_labelid_png(sem: np.ndarray, classes: ClassInfo, path: Path, rng: np.random.Generator | None) -> None:
+def trainid_to_labelid_png(
+    sem: np.ndarray, classes: ClassInfo, path: Path, rng: np.random.Generator | None
+) -> None:
     """Write a trainId map as a Cityscapes labelId PNG; 255 -> random ignored labelIds (or 0)."""
     out = np.zeros(sem.shape, np.uint8)
     valid = sem != 255

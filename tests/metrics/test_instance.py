@@ -59,9 +59,17 @@ def _independent_coco_files(tmp_path, scenes, raw, classes):
                 continue
             rle = mask_util.encode(np.asfortranarray((gt.segment_ids == s.id).astype(np.uint8)))
             rle["counts"] = rle["counts"].decode()
-            anns.append({"id": len(anns) + 1, "image_id": k + 1, "category_id": classes.ids[s.class_index],
-                         "segmentation": rle, "area": float(mask_util.area(rle)),
-                         "bbox": mask_util.toBbox(rle).tolist(), "iscrowd": int(s.iscrowd)})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": k + 1,
+                    "category_id": classes.ids[s.class_index],
+                    "segmentation": rle,
+                    "area": float(mask_util.area(rle)),
+                    "bbox": mask_util.toBbox(rle).tolist(),
+                    "iscrowd": int(s.iscrowd),
+                }
+            )
         if k % 2 == 0:
             dets = []
             for s in pred.segments:
@@ -72,13 +80,27 @@ def _independent_coco_files(tmp_path, scenes, raw, classes):
             dets = list(zip(*raw[k], strict=True))
         for lab, sc, box, rle in dets:
             rle = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode()}
-            bbox = mask_util.toBbox(rle).tolist() if box is None else [box[0], box[1], box[2] - box[0], box[3] - box[1]]
-            results.append({"image_id": k + 1, "category_id": classes.ids[lab], "score": sc, "bbox": bbox, "segmentation": rle})
+            bbox = (
+                mask_util.toBbox(rle).tolist()
+                if box is None
+                else [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+            )
+            results.append(
+                {
+                    "image_id": k + 1,
+                    "category_id": classes.ids[lab],
+                    "score": sc,
+                    "bbox": bbox,
+                    "segmentation": rle,
+                }
+            )
     cats = [{"id": classes.ids[k], "name": classes.names[k]} for k in classes.thing_indices]
     gt_path = tmp_path / "instances.json"
     gt_path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     for iou_type, drop in (("bbox", "segmentation"), ("segm", "bbox")):
-        (tmp_path / f"results_{iou_type}.json").write_text(json.dumps([{k: v for k, v in d.items() if k != drop} for d in results]))
+        (tmp_path / f"results_{iou_type}.json").write_text(
+            json.dumps([{k: v for k, v in d.items() if k != drop} for d in results])
+        )
     return gt_path
 
 
@@ -93,7 +115,9 @@ def test_ap_equals_pycocotools_on_files(tmp_path, cs_classes, mx):
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO(str(gt_path))
         for iou_type, suffix in (("bbox", "_box"), ("segm", "_mask")):
-            ev = COCOeval(coco_gt, coco_gt.loadRes(str(tmp_path / f"results_{iou_type}.json")), iouType=iou_type)
+            ev = COCOeval(
+                coco_gt, coco_gt.loadRes(str(tmp_path / f"results_{iou_type}.json")), iouType=iou_type
+            )
             ev.evaluate()
             ev.accumulate()
             ev.summarize()

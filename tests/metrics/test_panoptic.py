@@ -44,7 +44,10 @@ def test_pq_matches_cityscapes_evaluate_panoptic(tmp_path, cs_classes, mx, capsy
     mx.write_coco_panoptic(tmp_path / "gt", tmp_path / "gt.json", gt_items, cs_classes)
     mx.write_coco_panoptic(tmp_path / "pred", tmp_path / "pred.json", pred_items, cs_classes)
     official = evaluatePanoptic(
-        str(tmp_path / "gt.json"), str(tmp_path / "gt"), str(tmp_path / "pred.json"), str(tmp_path / "pred"),
+        str(tmp_path / "gt.json"),
+        str(tmp_path / "gt"),
+        str(tmp_path / "pred.json"),
+        str(tmp_path / "pred"),
         str(tmp_path / "result.json"),
     )
     capsys.readouterr()
@@ -108,7 +111,9 @@ def test_iou_exactly_half_is_not_a_match():
     gt_seg[:, 0:4] = 2  # car, 16 px
     pred_seg = np.full((4, 8), 1)
     pred_seg[0:4, 2:6] = 2  # car, 16 px, overlap 8 -> IoU 8 / 24 = 1/3
-    r = pq_of(pan(gt_seg, {1: (ROAD, False), 2: (CAR, False)}), pan(pred_seg, {1: (ROAD, False), 2: (CAR, False)}))
+    r = pq_of(
+        pan(gt_seg, {1: (ROAD, False), 2: (CAR, False)}), pan(pred_seg, {1: (ROAD, False), 2: (CAR, False)})
+    )
     assert r["per_class"]["car"]["tp"] == 0
 
     # IoU exactly 0.5: GT 8 px, prediction 4 px inside it -> 4 / 8
@@ -116,14 +121,18 @@ def test_iou_exactly_half_is_not_a_match():
     gt_seg[0:2, 0:4] = 2
     pred_seg = np.full((4, 8), 1)
     pred_seg[0:1, 0:4] = 2
-    r = pq_of(pan(gt_seg, {1: (ROAD, False), 2: (CAR, False)}), pan(pred_seg, {1: (ROAD, False), 2: (CAR, False)}))
+    r = pq_of(
+        pan(gt_seg, {1: (ROAD, False), 2: (CAR, False)}), pan(pred_seg, {1: (ROAD, False), 2: (CAR, False)})
+    )
     car = r["per_class"]["car"]
     assert (car["tp"], car["fp"], car["fn"]) == (0, 1, 1)
     assert car["pq"] == 0.0
 
     # one more pixel: 5 / 8 > 0.5 is a match
     pred_seg[1, 0] = 2
-    r = pq_of(pan(gt_seg, {1: (ROAD, False), 2: (CAR, False)}), pan(pred_seg, {1: (ROAD, False), 2: (CAR, False)}))
+    r = pq_of(
+        pan(gt_seg, {1: (ROAD, False), 2: (CAR, False)}), pan(pred_seg, {1: (ROAD, False), 2: (CAR, False)})
+    )
     car = r["per_class"]["car"]
     assert (car["tp"], car["fp"], car["fn"]) == (1, 0, 0)
     assert car["pq"] == pytest.approx(5 / 8, abs=1e-15)
@@ -247,7 +256,12 @@ def test_size_mismatch_names_the_image():
 def test_unknown_segment_id_in_map_is_an_error():
     seg = np.ones((4, 4), np.int32)
     seg[0, 0] = 9
-    pred = Panoptic(segment_ids=seg, segments=Panoptic.from_segment_map(np.ones((4, 4), np.int32), {1: (ROAD, False, False, 1.0)}).segments)
+    pred = Panoptic(
+        segment_ids=seg,
+        segments=Panoptic.from_segment_map(
+            np.ones((4, 4), np.int32), {1: (ROAD, False, False, 1.0)}
+        ).segments,
+    )
     gt = pan(np.ones((4, 4)), {1: (ROAD, False)})
     with pytest.raises(ValueError, match=r"\[9\].*no segment info"):
         PanopticQuality(TOY).update(gt, pred, image_id="x")
@@ -283,7 +297,9 @@ def test_results_bounded_and_empty_accumulator(cs_classes, mx):
         m.update(gt, pred, image_id=k)
     r = m.result()
     values = [r[k] for k in r if k not in ("per_class", "n_images")]
-    values += [v for c in r["per_class"].values() for k, v in c.items() if k in ("pq", "sq", "rq", "pq_dagger")]
+    values += [
+        v for c in r["per_class"].values() for k, v in c.items() if k in ("pq", "sq", "rq", "pq_dagger")
+    ]
     assert all(v is None or 0.0 <= v <= 1.0 for v in values)
     assert sum(v is not None for v in values) > 10
 

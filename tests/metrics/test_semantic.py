@@ -20,12 +20,20 @@ def _semantic_pairs(mx, classes, seed: int, n: int = 10):
 def test_miou_matches_cityscapes_pixel_level_evaluator(tmp_path, cs_classes, mx, monkeypatch):
     from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs
 
-    for name, value in (("evalInstLevelScore", False), ("evalPixelAccuracy", False), ("JSONOutput", False), ("quiet", True)):
+    for name, value in (
+        ("evalInstLevelScore", False),
+        ("evalPixelAccuracy", False),
+        ("JSONOutput", False),
+        ("quiet", True),
+    ):
         monkeypatch.setattr(cs.args, name, value)
     rng = np.random.default_rng(0)
     pairs = _semantic_pairs(mx, cs_classes, seed=7, n=12)
     # a prediction containing classes absent from the ground truth, and an empty (all-ignore) GT
-    pairs[4] = (pairs[4][0], np.where(pairs[4][1] == 255, 255, (pairs[4][1].astype(int) + 3) % 19).astype(np.uint8))
+    pairs[4] = (
+        pairs[4][0],
+        np.where(pairs[4][1] == 255, 255, (pairs[4][1].astype(int) + 3) % 19).astype(np.uint8),
+    )
     gt_files, pred_files = [], []
     m = SemanticConfusion(19, is_thing=cs_classes.is_thing)
     for k, (gt, pred) in enumerate(pairs):

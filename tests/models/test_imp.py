@@ -137,6 +137,19 @@ def test_exact_ties_go_to_the_last_cell():
     torch.testing.assert_close(fast[2].sum(), weight[painted].sum())  # gradient mass is preserved
 
 
+def test_negative_values_match_reference():
+    # Not probabilities (e.g. logits): the canvas must hold the true maximum, even if < 0.
+    gen = torch.Generator().manual_seed(4)
+    labels, scores, masks, boxes = random_instances(gen, 5, 2, (24, 24), mask_size=5)
+    masks = masks * 2 - 1
+    args = (2, (6, 6), 4.0)
+    fast = grads(instance_mask_projection, labels, scores, masks, boxes, *args)
+    ref = grads(reference_imp, labels, scores, masks, boxes, *args)
+    assert (fast[0] < 0).any()
+    for a, b in zip(fast, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 def test_float32_and_gradcheck():
     gen = torch.Generator().manual_seed(3)
     labels, scores, masks, boxes = random_instances(gen, 5, 2, (20, 24), mask_size=4, dtype=torch.float32)

@@ -24,7 +24,8 @@ With ``train_ids: true`` the ``--use-train-id`` export (``..._{split}_trainId.js
 category ids = trainIds) is read and its ids are mapped back to labelIds. Both routes
 give the same canonical split (tested): the export drops ``ignoreInEval`` labels (void,
 like our 255) and marks thing groups (ids < 1000) as crowd, like `Panoptic.from_maps`.
-Images are looked up by file name in ``leftImg8bit/{split}/<city>/``.
+Images are looked up by image id (the ``<city>_<seq>_<frame>`` stem) in
+``leftImg8bit/{split}/<city>/``: the export's ``file_name`` wrongly keeps ``_gtFine``.
 """
 
 from __future__ import annotations
@@ -153,8 +154,16 @@ def _find_panoptic_samples(raw: Path, split: str, image_root: Path, train_ids: b
             for s in ann.get("segments_info", []):
                 # Unknown trainIds map to -1, which the loader reports as an unknown category.
                 s["category_id"] = to_label.get(int(s["category_id"]), -1)
-    image_paths = {p.name: p for p in image_root.glob("*/*_leftImg8bit.png")}
-    return coco_panoptic.samples_from_json(data, json_path, png_dir, image_root, image_paths)
+    # The export names images "<id>_gtFine_leftImg8bit.png" (sic); the image id is the
+    # Cityscapes stem "<city>_<seq>_<frame>", so images are found by id.
+    found = {p.name[: -len("_leftImg8bit.png")]: p for p in image_root.glob("*/*_leftImg8bit.png")}
+    image_paths, names = {}, {}
+    for im in data["images"]:
+        stem = str(im.get("id"))
+        file_name = str(im.get("file_name"))
+        image_paths[file_name] = found.get(stem, image_root / stem.split("_")[0] / f"{stem}_leftImg8bit.png")
+        names[file_name] = stem
+    return coco_panoptic.samples_from_json(data, json_path, png_dir, image_root, image_paths, names)
 
 
 def load_panoptic_sample(sample: RawSample, classes: ClassInfo) -> Panoptic:

@@ -116,12 +116,20 @@ def read_panoptic_json(json_path: str | os.PathLike) -> dict:
     return data
 
 
-def samples_from_json(data: dict, json_path: Path, png_dir: Path, image_root: Path, image_paths: dict[str, Path] | None = None) -> list[RawSample]:
+def samples_from_json(
+    data: dict,
+    json_path: Path,
+    png_dir: Path,
+    image_root: Path,
+    image_paths: dict[str, Path] | None = None,
+    names: dict[str, str] | None = None,
+) -> list[RawSample]:
     """One `RawSample` per JSON image: (image, PNG, JSON, inline annotation).
 
     ``image_paths`` maps an image ``file_name`` to its path when images are not all in
-    ``image_root`` (Cityscapes' city folders). An image without annotation still yields a
-    sample, whose loading fails with that reason (so ``--skip-bad`` can skip it).
+    ``image_root`` (Cityscapes' city folders), ``names`` to the sample name (default: the
+    file name's stem). An image without annotation still yields a sample, whose loading
+    fails with that reason (so ``--skip-bad`` can skip it).
     """
     anns: dict[Any, dict] = {}
     for a in data["annotations"]:
@@ -148,7 +156,8 @@ def samples_from_json(data: dict, json_path: Path, png_dir: Path, image_root: Pa
                 "width": im.get("width"),
                 "segments_info": ann.get("segments_info", []),
             }
-        samples.append(RawSample(name=Path(file_name).stem, image_path=str(image_path), label_paths=(str(png), str(json_path), json.dumps(inline))))
+        name = (names or {}).get(file_name, Path(file_name).stem)
+        samples.append(RawSample(name=name, image_path=str(image_path), label_paths=(str(png), str(json_path), json.dumps(inline))))
     return samples
 
 

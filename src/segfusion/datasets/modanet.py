@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -228,9 +229,11 @@ def load_sample(sample: RawSample, classes: ClassInfo, unlabeled: str = "backgro
     drawn.sort(key=lambda d: (d[0], d[1]))  # largest first; later annotation on top among equals
     seg = np.zeros((h, w), np.int32)
     info: dict[int, tuple[int, bool, bool, float]] = {}
-    for sid, (_, _, k, crowd, rle) in enumerate(drawn, start=1):
-        seg[mask_utils.decode(rle).astype(bool)] = sid
-        info[sid] = (k, True, crowd, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pycocotools' decode under numpy 2 (harmless)
+        for sid, (_, _, k, crowd, rle) in enumerate(drawn, start=1):
+            seg[mask_utils.decode(rle).astype(bool)] = sid
+            info[sid] = (k, True, crowd, 1.0)
     if unlabeled == "background":
         names = list(classes.names)
         if "background" not in names:

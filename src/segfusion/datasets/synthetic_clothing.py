@@ -256,7 +256,7 @@ def _draw_person(c: Canvas, foot_y: float, cx: float, ph: float, rng: np.random.
         shirt = _trapezoid(c, ys - 0.005 * u, hip_y + 0.01 * u, (cx - sw - 0.01 * u, cx + sw + 0.01 * u), (cx - 0.105 * u, cx + 0.105 * u))
         _fill(c, shirt, upper_fabric, SHIRT, rng)
         if rng.random() < 0.5:  # a belt across the waist cuts the shirt
-            belt = _trapezoid(c, waist_y - 0.012 * u, waist_y + 0.008 * u, (cx - 0.1 * u, cx + 0.1 * u), (cx - 0.1 * u, cx + 0.1 * u))
+            belt = _trapezoid(c, waist_y - 0.012 * u, waist_y + 0.008 * u, (cx - 0.118 * u, cx + 0.118 * u), (cx - 0.118 * u, cx + 0.118 * u))
             _fill(c, belt, Fabric.draw("accessory", u, rng), BELT, rng)
     else:
         hem = top + rng.uniform(0.68, 0.85) * u
@@ -316,7 +316,7 @@ def render_clothing(height: int, width: int, rng: np.random.Generator) -> tuple[
     _draw_background(c, rng)
     n = 1 + int(width >= 1.2 * height and rng.random() < 0.4)
     slots = np.sort(rng.uniform(0.25, 0.75, n)) if n == 1 else np.array([rng.uniform(0.2, 0.4), rng.uniform(0.6, 0.8)])
-    persons = [(height * rng.uniform(0.92, 1.12), width * s, height * rng.uniform(0.7, 0.95)) for s in slots]
+    persons = [(height * rng.uniform(0.9, 1.06), width * s, height * rng.uniform(0.7, 0.95)) for s in slots]
     persons.sort(key=lambda p: p[0])  # lower feet = nearer = drawn last (occludes)
     for foot_y, cx, ph in persons:
         _draw_person(c, foot_y, cx, ph, rng)

@@ -20,22 +20,91 @@ from segfusion.datasets.canonical import CanonicalSplit
 
 @dataclass(frozen=True)
 class Augmentation:
+    """Training augmentation settings; all off except the flip by default.
+
+    hflip:        horizontal flip with probability 1/2.
+    color_jitter: brightness, contrast and saturation factors drawn uniformly in
+                  [1 - color_jitter, 1 + color_jitter] (IMP Sec. 4.3: 0.4).
+    hue_jitter:   hue shift drawn in [-hue_jitter, hue_jitter] of the colour circle
+                  (IMP Sec. 4.3: 0.4; at most 0.5).
+    crop_size:    (h, w) random crop; a dimension smaller than the crop is kept whole
+                  (no padding: the detector takes images of any size).
+    """
+
     hflip: bool = True
     color_jitter: float = 0.0  # brightness/contrast/saturation factor range ±
     hue_jitter: float = 0.0  # hue shift range ± (fraction of the colour circle)
     crop_size: tuple[int, int] | None = None  # (h, w) random crop, None = whole image
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.color_jitter <= 1.0:
+            raise ValueError(f"Augmentation.color_jitter must be in [0, 1], got {self.color_jitter}")
+        if not 0.0 <= self.hue_jitter <= 0.5:
+            raise ValueError(f"Augmentation.hue_jitter must be in [0, 0.5], got {self.hue_jitter}")
+        if self.crop_size is not None and (len(self.crop_size) != 2 or min(self.crop_size) < 1):
+            raise ValueError(f"Augmentation.crop_size must be (h, w) with positive sizes, got {self.crop_size}")
 
-def _jitter(img: torch.Tensor, aug: Augmentation, rng: np.random.Generator) -> torch.Tensor:
-    from torchvision.transforms.v2 import functional as TF
+    @classmethod
+    def imp_cityscapes(cls) -> "Augmentation":
+        """The IMP Cityscapes setting (Sec. 4.3) minus multi-scale resizing (done by the detector transform)."""
+        return cls(hflip=True, color_jitter=0.4, hue_jitter=0.4, crop_size=(512, 1024))
 
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """The random choices for one sample (identity values when an augmentation is off)."""
+
+    crop: tuple[int, int, int, int] | None = None  # y0, x0, h, w
+    flip: bool = False
+    brightness: float = 1.0
+    contrast: float = 1.0
+    saturation: float = 1.0
+    hue: float = 0.0
+
+
+def draw_params(aug: Augmentation, image_hw: tuple[int, int], rng: np.random.Generator) -> AugmentParams:
+    """Draw one sample's choices from ``rng``, always in the same order (crop, flip, jitter)."""
+    crop = None
+    if aug.crop_size is not None:
+        ch, cw = aug.crop_size
+        h, w = image_hw
+        y0 = int(rng.integers(0, max(h - ch, 0) + 1))
+        x0 = int(rng.integers(0, max(w - cw, 0) + 1))
+        crop = (y0, x0, min(ch, h), min(cw, w))
+    flip = bool(aug.hflip and rng.random() < 0.5)
+    b = c = s = 1.0
     if aug.color_jitter > 0:
         lo, hi = 1 - aug.color_jitter, 1 + aug.color_jitter
-        img = TF.adjust_brightness(img, float(rng.uniform(lo, hi)))
-        img = TF.adjust_contrast(img, float(rng.uniform(lo, hi)))
-        img = TF.adjust_saturation(img, float(rng.uniform(lo, hi)))
-    if aug.hue_jitter > 0:
-        img = TF.adjust_hue(img, float(rng.uniform(-aug.hue_jitter, aug.hue_jitter)))
+        b, c, s = (float(rng.uniform(lo, hi)) for _ in range(3))
+    hue = float(rng.uniform(-aug.hue_jitter, aug.hue_jitter)) if aug.hue_jitter > 0 else 0.0
+    return AugmentParams(crop=crop, flip=flip, brightness=b, contrast=c, saturation=s, hue=hue)
+
+
+def apply_geometry(p: AugmentParams, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Crop then flip every (H, W, ...) array the same way (image, segment ids, semantic map)."""
+    out = []
+    for a in arrays:
+        if p.crop is not None:
+            y0, x0, h, w = p.crop
+            a = a[y0 : y0 + h, x0 : x0 + w]
+        if p.flip:
+            a = a[:, ::-1]
+        out.append(a)
+    return tuple(out)
+
+
+def apply_color(p: AugmentParams, img: torch.Tensor) -> torch.Tensor:
+    """Brightness, contrast, saturation, then hue, on a (3, H, W) float image in [0, 1]."""
+    from torchvision.transforms.v2 import functional as TF
+
+    if p.brightness != 1.0:
+        img = TF.adjust_brightness(img, p.brightness)
+    if p.contrast != 1.0:
+        img = TF.adjust_contrast(img, p.contrast)
+    if p.saturation != 1.0:
+        img = TF.adjust_saturation(img, p.saturation)
+    if p.hue != 0.0:
+        img = TF.adjust_hue(img, p.hue)
     return img.clamp(0, 1)
 
 
@@ -54,20 +123,17 @@ class PanopticTrainingData:
         return len(self.split)
 
     def sample(self, index: int, rng: np.random.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Image and targets of image ``index``; augmented when ``rng`` is given (a pure function of it).
+
+        Targets are computed after the geometric transform: masks and boxes of the
+        non-crowd thing segments still visible (boxes x0, y0, x1, y1 tight around the
+        mask, x1 and y1 exclusive), Mask R-CNN labels, and the semantic map (255 = ignore).
+        """
         rec = self.split.images[index]
         image = self.split.image(rec)
         pan = self.split.panoptic(rec)
-        segment_ids = pan.segment_ids
-        semantic = pan.semantic
-        if rng is not None and self.aug.crop_size is not None:
-            ch, cw = self.aug.crop_size
-            h, w = semantic.shape
-            y0 = int(rng.integers(0, max(h - ch, 0) + 1))
-            x0 = int(rng.integers(0, max(w - cw, 0) + 1))
-            sl = (slice(y0, y0 + ch), slice(x0, x0 + cw))
-            image, segment_ids, semantic = image[sl], segment_ids[sl], semantic[sl]
-        if rng is not None and self.aug.hflip and rng.random() < 0.5:
-            image, segment_ids, semantic = image[:, ::-1], segment_ids[:, ::-1], semantic[:, ::-1]
+        params = draw_params(self.aug, image.shape[:2], rng) if rng is not None else AugmentParams()
+        image, segment_ids, semantic = apply_geometry(params, image, pan.segment_ids, pan.semantic)
         things = [s for s in pan.segments if s.is_thing and not s.iscrowd]
         masks = np.stack([segment_ids == s.id for s in things]) if things else np.zeros((0, *semantic.shape), bool)
         keep = masks.reshape(len(masks), -1).any(axis=1)
@@ -78,8 +144,7 @@ class PanopticTrainingData:
             ys, xs = np.nonzero(m)
             boxes[i] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
         img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
-        if rng is not None:
-            img = _jitter(img, self.aug, rng)
+        img = apply_color(params, img)
         target = {
             "boxes": torch.from_numpy(boxes),
             "labels": torch.from_numpy(labels),

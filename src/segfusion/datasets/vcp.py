@@ -158,9 +158,9 @@ def segments_to_instances(semantic: np.ndarray, classes: ClassInfo, connectivity
     semantic = semantic.copy()
     instance = np.zeros(semantic.shape, np.int32)
     next_id = 1
-    boxes = ndimage.find_objects(semantic.astype(np.int32) + 1)  # entry c+1 ... value c
+    boxes = ndimage.find_objects(semantic.astype(np.int32) + 1)  # boxes[c]: bounding slices of value c
     for c in classes.thing_indices.tolist():
-        sl = boxes[c + 1] if c + 1 < len(boxes) else None
+        sl = boxes[c] if c < len(boxes) else None
         if sl is None:
             continue
         comp, n = ndimage.label(semantic[sl] == c, structure=structure)

@@ -18,6 +18,10 @@ The paper's rules, and what we chose where it is vague:
    instance (*choice*: the paper does not say how overlapping masks are resolved; the
    category check comes first, so a lower-scoring instance of the right category gets the
    pixels a higher-scoring one of the wrong category loses). Other mask pixels are deleted.
+   The paper also says pixels of "a different semantic subcategory are deleted"; we read
+   consistency at *category* level, as its preceding sentence states, since the point of
+   the method is that the instance's object-level class (e.g. truck) overrides the
+   per-pixel sub-category (e.g. car) inside its category.
 3. Region growing: foreground pixels not covered by a kept mask pixel join "the closest
    labeled pixel with direct semantic path", by "breadth-first-search based region
    growing": a multi-source BFS over 4-connected foreground pixels of the same category,

@@ -21,6 +21,8 @@ Segmentation", Sec. 3.5 ("Fusion") describe the same procedure; one implementati
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from segfusion.fusion.common import (
@@ -69,7 +71,9 @@ def greedy_fusion(
     return canvas.to_panoptic()
 
 
-def _preset(method: str, score_inclusive: bool):
+def _preset(method: str, score_inclusive: bool) -> Callable[..., Panoptic]:
+    """A public fusion function with the papers' defaults around `greedy_fusion`."""
+
     def fusion(
         instances: Instances,
         semantic: SemanticPrediction,

@@ -46,7 +46,9 @@ def semantic_argmax(
             )
         labels, top = field.argmax_and_max()
         labels = labels.astype(np.uint8)
-        labels[top < background_threshold] = classes.ignore_index if background_class is None else int(background_class)
+        labels[top < background_threshold] = (
+            classes.ignore_index if background_class is None else int(background_class)
+        )
     canvas = SegmentCanvas(semantic.image_size)
     every = np.ones(classes.num_classes, bool)
     canvas.paint_classes(labels, allowed=every, is_thing=classes.is_thing_array)

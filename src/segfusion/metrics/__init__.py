@@ -25,5 +25,7 @@ def accumulator_from_state(state: dict):
     kinds = {c.kind: c for c in (SemanticConfusion, PanopticQuality, BoundaryAccuracy, InstanceAP)}
     kind = state.get("type") if isinstance(state, dict) else None
     if kind not in kinds:
-        raise ValueError(f"accumulator_from_state: unknown state type {kind!r}; expected one of {sorted(kinds)}")
+        raise ValueError(
+            f"accumulator_from_state: unknown state type {kind!r}; expected one of {sorted(kinds)}"
+        )
     return kinds[kind].from_state(state)

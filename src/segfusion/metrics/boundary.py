@@ -67,10 +67,17 @@ class BoundaryAccuracy:
 
     kind = "BoundaryAccuracy"
 
-    def __init__(self, num_classes: int, bins: Sequence[float] = (0, 10, 20, 50, 100, 200, 400), ignore_index: int = 255):
+    def __init__(
+        self,
+        num_classes: int,
+        bins: Sequence[float] = (0, 10, 20, 50, 100, 200, 400),
+        ignore_index: int = 255,
+    ):
         edges = [float(b) for b in bins]
         if not edges or edges[0] != 0 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
-            raise ValueError(f"BoundaryAccuracy: bins must start at 0 and increase strictly, got {tuple(bins)}")
+            raise ValueError(
+                f"BoundaryAccuracy: bins must start at 0 and increase strictly, got {tuple(bins)}"
+            )
         if len(edges) > 255:
             raise ValueError(f"BoundaryAccuracy: at most 255 bins, got {len(edges)}")
         self.num_classes = int(num_classes)
@@ -79,7 +86,9 @@ class BoundaryAccuracy:
         self.confusion = np.zeros((len(edges), self.num_classes, self.num_classes + 1), dtype=np.int64)
         self.n_images = 0
 
-    def update(self, gt_semantic: np.ndarray, pred_semantic: np.ndarray, image_id: object | None = None) -> None:
+    def update(
+        self, gt_semantic: np.ndarray, pred_semantic: np.ndarray, image_id: object | None = None
+    ) -> None:
         gt = np.asarray(gt_semantic)
         pred = np.asarray(pred_semantic)
         check_same_size(gt, pred, image_id, self.kind)
@@ -104,8 +113,14 @@ class BoundaryAccuracy:
     def merge(self, other: "BoundaryAccuracy") -> None:
         if not isinstance(other, BoundaryAccuracy):
             raise TypeError(f"BoundaryAccuracy.merge: cannot merge {type(other).__name__}")
-        if (other.num_classes, other.ignore_index, other.bins) != (self.num_classes, self.ignore_index, self.bins):
-            raise ValueError("BoundaryAccuracy.merge: incompatible accumulators (classes, ignore_index or bins differ)")
+        if (other.num_classes, other.ignore_index, other.bins) != (
+            self.num_classes,
+            self.ignore_index,
+            self.bins,
+        ):
+            raise ValueError(
+                "BoundaryAccuracy.merge: incompatible accumulators (classes, ignore_index or bins differ)"
+            )
         self.confusion += other.confusion
         self.n_images += other.n_images
 
@@ -145,7 +160,9 @@ class BoundaryAccuracy:
         m = cls(state["num_classes"], tuple(state["bins"]), state["ignore_index"])
         cm = np.asarray(state["confusion"], dtype=np.int64)
         if cm.shape != m.confusion.shape:
-            raise ValueError(f"BoundaryAccuracy.from_state: confusion has shape {cm.shape}, expected {m.confusion.shape}")
+            raise ValueError(
+                f"BoundaryAccuracy.from_state: confusion has shape {cm.shape}, expected {m.confusion.shape}"
+            )
         m.confusion = cm
         m.n_images = int(state["n_images"])
         return m

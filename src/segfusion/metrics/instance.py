@@ -245,7 +245,11 @@ class InstanceAP:
         """The COCO ground-truth dataset dict (integer image and annotation ids)."""
         index = {name: k + 1 for k, (name, _, _) in enumerate(self.images)}
         cats = [
-            {"id": self.category_id(k), "name": self.classes.names[k], "supercategory": self.classes.category[k]}
+            {
+                "id": self.category_id(k),
+                "name": self.classes.names[k],
+                "supercategory": self.classes.category[k],
+            }
             for k in range(self.classes.num_classes)
             if self.classes.is_thing[k]
         ]
@@ -255,7 +259,9 @@ class InstanceAP:
             a["image_id"] = index[a["image_id"]]
             a["id"] = j + 1
             anns.append(a)
-        images = [{"id": index[name], "file_name": name, "height": h, "width": w} for name, h, w in self.images]
+        images = [
+            {"id": index[name], "file_name": name, "height": h, "width": w} for name, h, w in self.images
+        ]
         return {"images": images, "categories": cats, "annotations": anns}
 
     def coco_results(self) -> list[dict]:
@@ -264,7 +270,9 @@ class InstanceAP:
         out = []
         for d in self.detections:
             if d["image_id"] not in index:
-                raise ValueError(f"InstanceAP: detections for image {d['image_id']!r}, which has no ground truth")
+                raise ValueError(
+                    f"InstanceAP: detections for image {d['image_id']!r}, which has no ground truth"
+                )
             d = dict(d)
             d["image_id"] = index[d["image_id"]]
             out.append(d)
@@ -297,7 +305,11 @@ class InstanceAP:
                     coco_dt = coco_gt.loadRes(dts)
                 else:
                     coco_dt = COCO()
-                    coco_dt.dataset = {"images": list(gt_dict["images"]), "categories": list(gt_dict["categories"]), "annotations": []}
+                    coco_dt.dataset = {
+                        "images": list(gt_dict["images"]),
+                        "categories": list(gt_dict["categories"]),
+                        "annotations": [],
+                    }
                     coco_dt.createIndex()
                 ev = COCOeval(coco_gt, coco_dt, iouType=iou_type)
                 ev.evaluate()

@@ -115,7 +115,9 @@ def _unknown_ids(segment_ids: np.ndarray, ids: np.ndarray) -> list[int]:
     return [int(v) for v in np.unique(segment_ids) if v != 0 and int(v) not in known][:10]
 
 
-def image_panoptic_stats(gt: Panoptic, pred: Panoptic, classes: ClassInfo, image_id: object | None = None) -> dict:
+def image_panoptic_stats(
+    gt: Panoptic, pred: Panoptic, classes: ClassInfo, image_id: object | None = None
+) -> dict:
     """PQ statistics of one image (see the module docstring for the rules).
 
     Returns numpy arrays over the C classes: ``tp``, ``fp``, ``fn`` (int64), ``iou_q`` and
@@ -195,7 +197,15 @@ def image_panoptic_stats(gt: Panoptic, pred: Panoptic, classes: ClassInfo, image
         dagger_q[g_cls[g]] += (int(inter[g, p]) << Q_BITS) // int(union[g, p])
         dagger_n[g_cls[g]] += 1
 
-    return {"tp": tp, "fp": fp, "fn": fn, "iou_q": iou_q, "iou": iou_f, "dagger_q": dagger_q, "dagger_n": dagger_n}
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "iou_q": iou_q,
+        "iou": iou_f,
+        "dagger_q": dagger_q,
+        "dagger_n": dagger_n,
+    }
 
 
 def _clip01(x: float) -> float:
@@ -263,7 +273,9 @@ class PanopticQuality:
         names = self.classes.names
         thing = self.classes.is_thing_array
         per_class: dict[str, dict[str, Any]] = {}
-        groups: dict[str, dict[str, list[float]]] = {g: {"pq": [], "sq": [], "rq": []} for g in ("", "_things", "_stuff")}
+        groups: dict[str, dict[str, list[float]]] = {
+            g: {"pq": [], "sq": [], "rq": []} for g in ("", "_things", "_stuff")
+        }
         dagger_values: list[float] = []
         for k, name in enumerate(names):
             tp, fp, fn = int(self.tp[k]), int(self.fp[k]), int(self.fn[k])
@@ -317,7 +329,9 @@ class PanopticQuality:
         c = m.classes.num_classes
         for key in ("tp", "fp", "fn", "iou_sum_q64", "dagger_iou_sum_q64", "dagger_pairs"):
             if len(state[key]) != c:
-                raise ValueError(f"PanopticQuality.from_state: {key!r} has {len(state[key])} entries, expected {c}")
+                raise ValueError(
+                    f"PanopticQuality.from_state: {key!r} has {len(state[key])} entries, expected {c}"
+                )
         m.tp = np.asarray(state["tp"], dtype=np.int64)
         m.fp = np.asarray(state["fp"], dtype=np.int64)
         m.fn = np.asarray(state["fn"], dtype=np.int64)

@@ -31,6 +31,7 @@ instances or cells, and the code is device-agnostic (CPU and CUDA).
 
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import torch
@@ -110,6 +111,25 @@ def _log2_floor(length: Tensor, max_len: int) -> Tensor:
     return table[length]
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(numel: int, like: Tensor) -> Tensor:
+    """An uninitialised (numel,) tensor like ``like``; on CPU reused between calls (per thread).
+
+    The backward's canvas-sized owner map is only ever read where it was just reset, so its
+    stale contents do not matter; reusing it avoids paying the page faults of a fresh 10 MB
+    allocation on every call (several ms on virtual machines). CUDA has a caching allocator.
+    """
+    if like.device.type != "cpu":
+        return like.new_empty(numel)
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.dtype != like.dtype or buf.numel() < numel:
+        buf = like.new_empty(numel)
+        _SCRATCH.buf = buf
+    return buf[:numel]
+
+
 def _pick(take_right: Tensor, left: Tensor, right: Tensor) -> Tensor:
     """``where(take_right, right, left)`` for integer tensors, by arithmetic.
 
@@ -118,7 +138,7 @@ def _pick(take_right: Tensor, left: Tensor, right: Tensor) -> Tensor:
     return left + take_right.to(left.dtype) * (right - left)
 
 
-def _sparse_table(values: Tensor, args: Tensor, k: int) -> tuple[Tensor, Tensor]:
+def _sparse_table(values: Tensor, args: Tensor, k: int, levels: int | None = None) -> tuple[Tensor, Tensor]:
     """Range-maximum sparse table over K positions, carrying arg-max ids.
 
     values, args: (R, K * F) contiguous; row r holds K positions of F features each (a query
@@ -126,10 +146,11 @@ def _sparse_table(values: Tensor, args: Tensor, k: int) -> tuple[Tensor, Tensor]
     positions [p, p + 2**t) and the id (from ``args``) of the element attaining it; exact
     ties go to the higher position, so a query returns the *last* maximal element. Only
     positions p <= K - 2**t are valid (the rest is never queried and left uninitialised).
-    Returns (L, R, K * F) values and ids, L = floor(log2 K) + 1.
+    Returns (L, R, K * F) values and ids, L = ``levels`` (default floor(log2 K) + 1, enough
+    for any range; fewer suffice when all queried ranges are shorter than 2**levels).
     """
     f = values.shape[1] // k
-    levels = k.bit_length()
+    levels = k.bit_length() if levels is None else levels
     tv = values.new_empty((levels, *values.shape))
     ta = args.new_empty((levels, *args.shape))
     tv[0], ta[0] = values, args
@@ -160,7 +181,7 @@ def _covering_cells(
 def _segments(first: Tensor, length: Tensor, step: int, total: int, dtype: torch.dtype) -> Tensor:
     """Concatenate arithmetic runs: run r is first[r], first[r] + step, ... (length[r] values).
 
-    One fill and one cumsum over the ``total`` output elements (no repeat_interleave).
+    One fill and one in-place cumsum over the ``total`` output elements (no repeat_interleave).
     """
     keep = length > 0
     first, length = first[keep], length[keep]
@@ -170,7 +191,7 @@ def _segments(first: Tensor, length: Tensor, step: int, total: int, dtype: torch
     jump = first.clone()
     jump[1:] -= first[:-1] + step * (length[:-1] - 1)
     out[torch.cumsum(length, 0) - length] = jump.to(dtype)
-    return torch.cumsum(out, 0, dtype=dtype)
+    return out.cumsum_(0)
 
 
 class _Projection(torch.autograd.Function):
@@ -213,9 +234,11 @@ class _Projection(torch.autograd.Function):
         col_x = x0[col_inst] + torch.arange(num_cols, device=device) - col_first[col_inst]
         ja, jb = _covering_cells(x_start, x_stop, col_inst, col_x, width)
         levels_x, levels_y = mw.bit_length(), mh.bit_length()
-        big = max(canvas.numel(), levels_y * num_cols * mh, n * mh * mw) >= 2**31 - 1
+        big = max(canvas.numel(), levels_y * num_cols * mh, levels_x * n * mh * mw) >= 2**31 - 1
         idx_dtype = torch.int64 if big else torch.int32
-        v = values.detach().view(n, mh, mw).transpose(1, 2).reshape(n, mw * mh)  # row n: positions j, features i
+        v = (
+            values.detach().view(n, mh, mw).transpose(1, 2).reshape(n, mw * mh)
+        )  # row n: positions j, features i
         cell_ids = torch.arange(n * mh * mw, device=device, dtype=idx_dtype).view(n, mh, mw)
         tv, ta = _sparse_table(v, cell_ids.transpose(1, 2).reshape(n, mw * mh), mw)  # (L, N, Mw * Mh)
         t = _log2_floor(jb - ja + 1, mw)
@@ -232,24 +255,35 @@ class _Projection(torch.autograd.Function):
         row_first = torch.cumsum(heights, 0) - heights
         row_y = y0[row_inst] + torch.arange(num_rows, device=device) - row_first[row_inst]
         ia, ib = _covering_cells(y_start, y_stop, row_inst, row_y, height)
-        sv, sa = _sparse_table(colmax, colarg, mh)  # (L, Tc, Mh)
         t = _log2_floor(ib - ia + 1, mh)
+        sv, sa = _sparse_table(colmax, colarg, mh, int(t.max()) + 1)  # (L, Tc, Mh)
         seg_len = widths[row_inst]
         idx1 = _segments((t * num_cols + col_first[row_inst]) * mh + ia, seg_len, mh, total, idx_dtype)
-        shift = _segments(ib - (1 << t) + 1 - ia, seg_len, 0, total, idx_dtype)
+        idx2 = _segments(ib - (1 << t) + 1 - ia, seg_len, 0, total, idx_dtype).add_(idx1)
         target = _segments(
-            (labels[row_inst] * height + row_y) * width + x0[row_inst], seg_len, 1, total, idx_dtype
-        ).long()
+            (labels[row_inst] * height + row_y) * width + x0[row_inst], seg_len, 1, total, torch.int64
+        )
         sv = sv.view(-1)
-        p1, p2 = sv.index_select(0, idx1), sv.index_select(0, idx1 + shift)
-        patch = torch.maximum(p1, p2)
+        patch = sv.index_select(0, idx1)
+        p2 = sv.index_select(0, idx2)
+        take2 = p2 > patch if ctx.needs_input_grad[0] else None  # ties: idx1 and idx2 name the same cell
+        patch = torch.maximum(patch, p2, out=p2)
 
         # Step 3: across instances. include_self=False semantics without its slow scalar
-        # scatter: reset the touched pixels to -inf, then reduce including them.
-        canvas.index_fill_(0, target, float("-inf")).scatter_reduce_(0, target, patch, reduce="amax")
+        # scatter: reset the touched pixels to -inf, then reduce including them (not needed
+        # when no value is negative, the usual case of probabilities times scores).
+        if bool(values.min() < 0):
+            canvas.index_fill_(0, target, float("-inf"))
+        canvas.scatter_reduce_(0, target, patch, reduce="amax")
         if ctx.needs_input_grad[0]:
             ctx.empty = False
-            ctx.save_for_backward(canvas, target, patch, p2 >= p1, idx1, shift, sa.view(-1))
+            # Exact ties between instances are only possible where same-class spans overlap.
+            same = (labels[:, None] == labels[None, :]) & nonempty[:, None] & nonempty[None, :]
+            overlap = (torch.maximum(x0[:, None], x0[None, :]) < torch.minimum(x1[:, None], x1[None, :])) & (
+                torch.maximum(y0[:, None], y0[None, :]) < torch.minimum(y1[:, None], y1[None, :])
+            )
+            ctx.overlap = bool((same & overlap).triu(1).any())
+            ctx.save_for_backward(canvas, target, patch, take2, idx1, idx2, sa.view(-1))
         return canvas
 
     @staticmethod
@@ -258,16 +292,18 @@ class _Projection(torch.autograd.Function):
         none = (None,) * 8
         if ctx.empty:
             return (grad_canvas.new_zeros(ctx.num_values), *none)
-        canvas, target, patch, take2, idx1, shift, cell_table = ctx.saved_tensors
+        canvas, target, patch, take2, idx1, idx2, cell_table = ctx.saved_tensors
         # Patch pixel e wins if it holds its canvas pixel's maximum; among equal maxima of
         # different instances, the highest e (= last instance) is the one winner.
-        key = torch.arange(1, len(target) + 1, device=target.device, dtype=idx1.dtype)
-        key *= canvas.index_select(0, target) == patch
-        owner = key.new_empty(canvas.shape).index_fill_(0, target, 0)
-        owner.scatter_reduce_(0, target, key, reduce="amax")
-        winner = owner.index_select(0, target) == key  # (P,) bool; key 0 (lost) never owns
-        cells = cell_table.index_select(0, _pick(take2, idx1, idx1 + shift)).long()
-        grad = grad_canvas.reshape(-1).index_select(0, target) * winner
+        winner = canvas.index_select(0, target) == patch  # (P,) bool
+        if ctx.overlap:
+            key = torch.arange(1, len(target) + 1, device=target.device, dtype=idx1.dtype).mul_(winner)
+            owner = _scratch(canvas.numel(), key).index_fill_(0, target, 0)
+            owner.scatter_reduce_(0, target, key, reduce="amax")
+            winner = owner.index_select(0, target) == key  # key 0 (lost) never owns
+        select = (idx2 - idx1).mul_(take2).add_(idx1)  # the query window holding the maximum
+        cells = cell_table.index_select(0, select)
+        grad = grad_canvas.reshape(-1).index_select(0, target).mul_(winner)
         return (grad.new_zeros(ctx.num_values).index_add_(0, cells, grad), *none)
 
 
