@@ -12,6 +12,18 @@ if not workflow.overwrite_configfiles:
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_]+",
+    split="[A-Za-z0-9_]+",
+    model="[A-Za-z0-9_]+",
+    seed="[0-9]+",
+    fusion=sweeps.WILDCARD_PATTERN,
+    i="[0-9]+",
+    k="[0-9]+",
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/predict.smk"

@@ -85,7 +85,7 @@ def cmd_train(a) -> None:
     from segfusion.datasets.torch_dataset import Augmentation, PanopticTrainingData
     from segfusion.models.build import MODEL_PRESETS, Architecture, ModelVariant, build_model
     from segfusion.training.checkpoint import load_model, run_hash, save_model
-    from segfusion.training.loop import LoopOptions, Schedule, plot_loss, train
+    from segfusion.training.loop import LoopOptions, Schedule, plot_loss, train, write_loss_csv
 
     torch.set_num_threads(a.threads)
     p = _params(a.params)
@@ -120,6 +120,8 @@ def cmd_train(a) -> None:
     history = train(model, data, schedule, options, run_dir, progress=not a.no_progress)
     plot_loss(run_dir / "loss.png", history, f"stage {a.stage} {variant.head}{' + IMP' if variant.imp else ''}")
     save_model(a.out, model, split.classes, a.stage, extra={"params": p, "run_dir": str(run_dir), "seconds": time.perf_counter() - t0})
+    if a.loss_csv:
+        write_loss_csv(Path(a.loss_csv), history)
     print(f"wrote {a.out} after {schedule.iterations} iterations ({time.perf_counter() - t0:.1f} s)")
 
 
@@ -148,9 +150,18 @@ def cmd_predict(a) -> None:
     records = shard_records(split.images, index, count)
     config_hash = prediction_config_hash(a.model, p, file_digest(a.model))
     name = Path(a.model).parent.parent.name
-    with CacheWriter(a.out, name, config_hash, classes, provenance()) as writer:
+    # Parameters and FLOPs (IMP Table 6, Seamless Sec. 5.4) on the split's first image by id,
+    # so every shard of a split stores the same figures; they travel to the metrics via evaluate.
+    efficiency: dict = {}
+    if split.images:
+        from segfusion.models.efficiency import efficiency_summary
+
+        first = min(split.images, key=lambda r: r.image_id)
+        efficiency = efficiency_summary(model, (first.height, first.width), image=split.image(first))
+    with CacheWriter(a.out, name, config_hash, classes, {**provenance(), "efficiency": efficiency}) as writer:
         stats = predict_split(model, split, records, writer, batch_size=int(p.get("batch_size", 4)))
-    print(f"wrote {a.out}: {stats['images']} images, {stats['images_per_second']:.2f} images/s")
+    flops = f", {efficiency['flops'] / 1e9:.2f} GFLOPs/image, {efficiency['parameters'] / 1e6:.2f} M parameters" if efficiency else ""
+    print(f"wrote {a.out}: {stats['images']} images, {stats['images_per_second']:.2f} images/s{flops}")
 
 
 def prediction_config_hash(model_path: str, predict_params: dict, model_digest: str) -> str:
@@ -170,7 +181,8 @@ def cmd_fuse(a) -> None:
     from segfusion.io.fused import write_fused
 
     params = _params(a.params)
-    seconds = []
+    meta = {"method": a.method, "params": params, "cache": str(a.cache)}
+    seconds: list[float] = []
 
     def items(reader):
         for cached in tqdm(reader, total=len(reader), desc=f"fuse {a.method}"):
@@ -178,11 +190,12 @@ def cmd_fuse(a) -> None:
             pan = fuse(a.method, cached.instances, cached.semantic, reader.classes, **params)
             seconds.append(time.perf_counter() - t0)
             yield cached.name, cached.image_id, pan
+        # write_fused writes panoptic.json after consuming every item, so the timing lands in it.
+        meta["fusion_ms_per_image"] = 1000 * sum(seconds) / max(len(seconds), 1)
 
     with CacheReader(a.cache) as reader:
-        n = write_fused(a.out, reader.classes, items(reader), meta={"method": a.method, "params": params, "cache": str(a.cache)})
-    ms = 1000 * sum(seconds) / max(len(seconds), 1)
-    print(f"fused {n} images with {a.method} ({ms:.1f} ms/image) -> {a.out}")
+        n = write_fused(a.out, reader.classes, items(reader), meta=meta)
+    print(f"fused {n} images with {a.method} ({meta['fusion_ms_per_image']:.1f} ms/image) -> {a.out}")
 
 
 def cmd_evaluate(a) -> None:
@@ -247,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="final model file")
     s.add_argument("--run-dir", required=True, help="root of run directories; the run goes to ROOT/<params hash>")
     s.add_argument("--init", help="model file to start from (stage 1 weights for stage 2)")
+    s.add_argument("--loss-csv", help="also write the loss history here (a declared output, for the report)")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_train)

@@ -1,13 +1,29 @@
 """Evaluation glue between files and the pure metric accumulators (`segfusion.metrics`).
 
 `evaluate_fused` reads one fused shard and its ground truth and returns the JSON state of
-every accumulator; `gather_states` merges shard states and computes the final metrics
-once (AP on the concatenated detections).
+every accumulator, plus per-image class statistics (for confidence intervals) and
+diagnostics (timings, model size and FLOPs); `gather_states` merges shard states and
+computes the final metrics once (AP on the concatenated detections).
+
+The gathered JSON is ``{"meta", "metrics", "details"}``:
+
+* ``metrics``: flat headline numbers (``pq``, ``miou``, ``ap_mask``, ...), the bootstrap
+  intervals ``pq_ci`` and ``miou_ci`` (``[lo, hi]``, see `bootstrap_ci`), and, when the
+  shards carry them, ``forward_ms_per_image`` (measured network time, from the cache),
+  ``fusion_ms_per_image`` (from the fused shards' ``panoptic.json`` meta, weighted by
+  images), ``parameters`` and ``flops`` (from the cache provenance, written by
+  ``segfusion predict``; IMP Table 6, Seamless Sec. 5.4);
+* ``details``: every accumulator's ``result()``, ``per_image`` (``[{"image", "pq",
+  "miou"}]`` in shard order, from the accumulator states) and ``efficiency``.
+
+No torch here: the cache is read with h5py.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -24,6 +40,15 @@ from segfusion.metrics import (
 )
 
 DEFAULT_BOUNDARY_BINS = (0, 2, 4, 8, 16, 32, 64)
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+BOOTSTRAP_LEVEL = 0.95
+PER_IMAGE_STATS_VERSION = 1
+# Metrics that are ratios: checked to lie in [0, 1] before they are reported.
+UNIT_INTERVAL_KEYS = (
+    "miou", "macc", "pixel_acc", "miou_things", "miou_stuff", "pq", "sq", "rq", "pq_things", "sq_things",
+    "rq_things", "pq_stuff", "sq_stuff", "rq_stuff", "pq_dagger", "miou_most_frequent_class", "rpn_recall",
+)  # fmt: skip
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -44,7 +69,48 @@ def rpn_recall(gt_boxes: np.ndarray, proposals: np.ndarray, iou: float = 0.5) ->
     return float((_box_iou(gt_boxes, proposals).max(axis=1, initial=0) >= iou).mean())
 
 
+# --------------------------------------------------------------------------- per-image statistics
+def _semantic_row(cm: np.ndarray) -> list[list[int]]:
+    """Sparse per-class ``[class, tp, gt_pixels, predicted_pixels]`` of one image's (C, C + 1) confusion.
+
+    ``gt_pixels`` counts valid ground truth (void predictions included, they are false
+    negatives); ``predicted_pixels`` counts predictions on valid ground truth. Classes with
+    no pixel on either side are left out.
+    """
+    c = cm.shape[0]
+    tp = np.diag(cm[:, :c])
+    gt = cm.sum(axis=1)
+    pred = cm[:, :c].sum(axis=0)
+    return [[int(k), int(tp[k]), int(gt[k]), int(pred[k])] for k in np.flatnonzero(gt + pred)]
+
+
+def _panoptic_row(pq: PanopticQuality) -> list[list[float]]:
+    """Sparse per-class ``[class, tp, fp, fn, iou_sum]`` of a one-image `PanopticQuality`."""
+    out = []
+    for k in np.flatnonzero(pq.tp + pq.fp + pq.fn):
+        out.append([int(k), int(pq.tp[k]), int(pq.fp[k]), int(pq.fn[k]), pq.iou_q[k] / float(1 << 64)])
+    return out
+
+
+def _fusion_ms(fused: Path) -> float | None:
+    """``fusion_ms_per_image`` from a fused shard's ``panoptic.json`` meta (None when absent)."""
+    path = fused / "panoptic.json"
+    if not path.exists():
+        return None
+    v = read_json(path).get("meta", {}).get("fusion_ms_per_image")
+    return None if v is None else float(v)
+
+
 def evaluate_fused(data: str | os.PathLike, fused: str | os.PathLike, cache: str | os.PathLike | None, params: dict) -> dict:
+    """Metric state of one fused shard against the canonical split ``data``.
+
+    Returns ``{"n_images", "accumulators" (each state()), "per_image_stats", "diagnostics"}``.
+    Each image is first scored by fresh one-image accumulators that are then merged into the
+    shard's ones, so the per-image class statistics (for `bootstrap_ci`) cost no second pass.
+    Raises ValueError naming the image when a prediction's size differs from its ground
+    truth, when its id map holds an id missing from ``panoptic.json``, or when a class is
+    outside the class list.
+    """
     split = CanonicalSplit(data)
     classes = split.classes
     c = classes.num_classes
@@ -55,27 +121,53 @@ def evaluate_fused(data: str | os.PathLike, fused: str | os.PathLike, cache: str
         "instance": InstanceAP(classes),
     }
     gts = {}
-    n = 0
+    names: list[str] = []
+    sem_rows: list[list[list[int]]] = []
+    pan_rows: list[list[list[float]]] = []
     for name, _, pred in tqdm(read_fused(fused), desc="evaluate"):
         rec = split.record(name)
         gt = split.panoptic(rec)
         if gt.image_size != pred.image_size:
             raise ValueError(f"image {name}: prediction size {pred.image_size} differs from ground truth {gt.image_size}")
+        # Panoptic first: it rejects ids of the id map that panoptic.json does not list
+        # (Panoptic.semantic would silently turn them into void).
+        one_pq = PanopticQuality(classes)
+        one_pq.update(gt, pred, image_id=name)
         gt_sem = gt.semantic
-        acc["semantic"].update(gt_sem, pred.semantic, image_id=name)
-        acc["panoptic"].update(gt, pred, image_id=name)
+        one_sem = SemanticConfusion(c, is_thing=classes.is_thing)
+        one_sem.update(gt_sem, pred.semantic, image_id=name)
+        acc["panoptic"].merge(one_pq)
+        acc["semantic"].merge(one_sem)
         acc["boundary"].update(gt_sem, pred.semantic, image_id=name)
         acc["instance"].update(gt, pred, image_id=name)
+        names.append(name)
+        sem_rows.append(_semantic_row(one_sem.confusion))
+        pan_rows.append(_panoptic_row(one_pq))
         gts[name] = gt
-        n += 1
     diagnostics: dict = {}
+    fusion_ms = _fusion_ms(Path(fused))
+    if fusion_ms is not None and names:
+        diagnostics.update(fusion_ms_sum=fusion_ms * len(names), fusion_images=len(names))
     if cache:
-        acc["instance_before_fusion"], diagnostics = _evaluate_cache(cache, gts, classes)
-    return {"n_images": n, "accumulators": {k: v.state() for k, v in acc.items()}, "diagnostics": diagnostics}
+        acc["instance_before_fusion"], cache_diag = _evaluate_cache(cache, gts, classes)
+        diagnostics.update(cache_diag)
+    per_image_stats = {
+        "version": PER_IMAGE_STATS_VERSION,
+        "num_classes": c,
+        "images": names,
+        "semantic": sem_rows,
+        "panoptic": pan_rows,
+    }
+    return {
+        "n_images": len(names),
+        "accumulators": {k: v.state() for k, v in acc.items()},
+        "per_image_stats": per_image_stats,
+        "diagnostics": diagnostics,
+    }
 
 
 def _evaluate_cache(cache, gts: dict, classes):
-    """AP of the raw detections (before fusion) and the prediction diagnostics."""
+    """AP of the raw detections (before fusion), the prediction diagnostics and the model's cost."""
     from pycocotools import mask as mask_utils
 
     from segfusion.inference.cache import CacheReader
@@ -84,6 +176,7 @@ def _evaluate_cache(cache, gts: dict, classes):
     ap = InstanceAP(classes)
     recalls, dets, seconds = [], [], []
     with CacheReader(cache) as reader:
+        efficiency = dict(reader.provenance.get("efficiency") or {})
         for cached in reader:
             gt = gts.get(cached.name)
             if gt is None:
@@ -100,22 +193,39 @@ def _evaluate_cache(cache, gts: dict, classes):
                     recalls.append(r)
             dets.append(len(inst))
             seconds.append(cached.forward_seconds)
-    diag = {"rpn_recall_sum": float(sum(recalls)), "rpn_recall_images": len(recalls), "detections_sum": int(sum(dets)), "forward_seconds_sum": float(sum(seconds)), "images": len(dets)}
+    diag: dict[str, Any] = {"rpn_recall_sum": float(sum(recalls)), "rpn_recall_images": len(recalls), "detections_sum": int(sum(dets)), "forward_seconds_sum": float(sum(seconds)), "images": len(dets)}
+    if efficiency:
+        diag["efficiency"] = efficiency
     return ap, diag
 
 
 def _merge_diagnostics(diags: list[dict]) -> dict:
+    """Sum the shards' counters into per-image figures; the model's cost is taken from any shard.
+
+    ``fusion_ms_per_image`` is the image-weighted mean of the shards' fusion times.
+    """
     total: dict = {}
+    efficiency: dict = {}
     for d in diags:
         for k, v in d.items():
-            total[k] = total.get(k, 0) + v
-    if not total:
-        return {}
-    return {
-        "rpn_recall": total["rpn_recall_sum"] / total["rpn_recall_images"] if total.get("rpn_recall_images") else None,
-        "detections_per_image": total["detections_sum"] / max(total["images"], 1),
-        "forward_ms_per_image": 1000 * total["forward_seconds_sum"] / max(total["images"], 1),
-    }
+            if k == "efficiency":
+                efficiency = efficiency or dict(v)
+            elif isinstance(v, (int, float)):
+                total[k] = total.get(k, 0) + v
+    out: dict = {}
+    if "images" in total:
+        out.update(
+            rpn_recall=total["rpn_recall_sum"] / total["rpn_recall_images"] if total.get("rpn_recall_images") else None,
+            detections_per_image=total["detections_sum"] / max(total["images"], 1),
+            forward_ms_per_image=1000 * total["forward_seconds_sum"] / max(total["images"], 1),
+        )
+    if total.get("fusion_images"):
+        out["fusion_ms_per_image"] = total["fusion_ms_sum"] / total["fusion_images"]
+    if efficiency:
+        out["parameters"] = efficiency.get("parameters")
+        out["flops"] = efficiency.get("flops")
+        out["efficiency"] = efficiency
+    return out
 
 
 def most_frequent_class_miou(confusion: np.ndarray) -> float | None:
@@ -134,22 +244,154 @@ def most_frequent_class_miou(confusion: np.ndarray) -> float | None:
     return float(gt[k] / total / present.sum())
 
 
-def gather_states(paths: list[str], meta: dict) -> dict:
-    """Merge shard states; return ``{meta, metrics (flat headline numbers), details}``."""
+# --------------------------------------------------------------------------- bootstrap
+def _dense(rows: list[list[list[float]]], num_classes: int, width: int) -> np.ndarray:
+    """(N, C, width) float64 from per-image sparse ``[class, v1, ..., v_width]`` rows."""
+    out = np.zeros((len(rows), num_classes, width), dtype=np.float64)
+    for i, row in enumerate(rows):
+        for entry in row:
+            out[i, int(entry[0])] = entry[1:]
+    return out
+
+
+def pq_from_sums(s: np.ndarray) -> np.ndarray:
+    """PQ from per-class sums (..., C, 4) of ``tp, fp, fn, iou_sum``; NaN where no class counts.
+
+    Same rules as `PanopticQuality.result` (panopticapi): PQ_c = iou_sum / (TP + FP/2 + FN/2)
+    over classes with TP + FP + FN > 0, averaged over those classes.
+    """
+    tp, fp, fn, iou = s[..., 0], s[..., 1], s[..., 2], s[..., 3]
+    denom = tp + 0.5 * fp + 0.5 * fn
+    present = denom > 0
+    pq_c = np.where(present, iou / np.where(present, denom, 1.0), 0.0)
+    n = present.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(np.where(n > 0, pq_c.sum(axis=-1) / np.maximum(n, 1), np.nan), 0.0, 1.0)
+
+
+def miou_from_sums(s: np.ndarray) -> np.ndarray:
+    """mIoU from per-class sums (..., C, 3) of ``tp, gt_pixels, predicted_pixels``; NaN where no class counts.
+
+    Same rules as `SemanticConfusion` (Cityscapes): IoU_c = TP / (GT + P - TP) over classes
+    with GT + P > 0.
+    """
+    tp, gt, pred = s[..., 0], s[..., 1], s[..., 2]
+    denom = gt + pred - tp
+    present = denom > 0
+    iou = np.where(present, tp / np.where(present, denom, 1.0), 0.0)
+    n = present.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(np.where(n > 0, iou.sum(axis=-1) / np.maximum(n, 1), np.nan), 0.0, 1.0)
+
+
+def bootstrap_ci(
+    per_image_stats: dict,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = BOOTSTRAP_LEVEL,
+) -> dict[str, list[float] | None]:
+    """Percentile bootstrap confidence intervals of the dataset-level PQ and mIoU.
+
+    The papers report point estimates only; with a few hundred validation images the
+    difference between two fusion methods is often within the sampling noise, so we add an
+    interval. Procedure (Efron's percentile bootstrap over images):
+
+    1. draw ``resamples`` resamples of the N images, with replacement, from
+       ``numpy.random.default_rng(seed)`` (fixed seed: the interval is deterministic);
+    2. for each resample, sum the per-image class statistics (PQ: TP, FP, FN, IoU sum per
+       class; mIoU: TP, ground-truth and predicted pixels per class) with the image
+       multiplicities and recompute PQ and mIoU **with the dataset-level rules**, i.e. the
+       same statistic as the point estimate, not a mean of per-image scores;
+    3. the interval is the ((1 - level) / 2, (1 + level) / 2) percentiles of the resampled
+       values (resamples where no class counts are dropped), clipped to [0, 1].
+
+    Returns ``{"pq": [lo, hi] | None, "miou": [lo, hi] | None}`` (None without images).
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"bootstrap_ci: level must be in (0, 1), got {level}")
+    names = per_image_stats.get("images", [])
+    n = len(names)
+    out: dict[str, list[float] | None] = {"pq": None, "miou": None}
+    if n == 0 or resamples < 1:
+        return out
+    c = int(per_image_stats["num_classes"])
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(resamples, n))
+    # multiplicity of every image in every resample, (B, N)
+    weights = np.bincount((idx + n * np.arange(resamples)[:, None]).ravel(), minlength=resamples * n)
+    weights = weights.reshape(resamples, n).astype(np.float64)
+    q = [50 * (1 - level), 50 * (1 + level)]
+    for key, width, stat in (("pq", 4, pq_from_sums), ("miou", 3, miou_from_sums)):
+        rows = per_image_stats.get("panoptic" if key == "pq" else "semantic")
+        if rows is None or len(rows) != n:
+            continue
+        dense = _dense(rows, c, width).reshape(n, c * width)
+        values = stat((weights @ dense).reshape(resamples, c, width))
+        values = values[~np.isnan(values)]
+        if len(values):
+            lo, hi = np.percentile(values, q)
+            out[key] = [float(np.clip(lo, 0, 1)), float(np.clip(hi, 0, 1))]
+    return out
+
+
+def _concat_per_image_stats(parts: list[dict | None]) -> dict | None:
+    """Concatenate shard per-image statistics (None when any shard lacks them)."""
+    if not parts or any(p is None for p in parts):
+        return None
+    c = {int(p["num_classes"]) for p in parts}
+    if len(c) != 1:
+        raise ValueError(f"gather: shards disagree on the number of classes {sorted(c)}")
+    out: dict = {"version": PER_IMAGE_STATS_VERSION, "num_classes": c.pop(), "images": [], "semantic": [], "panoptic": []}
+    for p in parts:
+        for key in ("images", "semantic", "panoptic"):
+            out[key].extend(p[key])
+    return out
+
+
+def _per_image_scores(merged: dict) -> list[dict]:
+    """``[{"image", "pq", "miou"}]`` from the accumulators' own per-image lists."""
+    pq = merged["panoptic"].per_image if "panoptic" in merged else []
+    sem = dict(merged["semantic"].per_image) if "semantic" in merged else {}
+    rows = [{"image": name, "pq": v, "miou": sem.get(name)} for name, v in pq]
+    seen = {name for name, _ in pq}
+    rows += [{"image": name, "pq": None, "miou": v} for name, v in sem.items() if name not in seen]
+    return rows
+
+
+def _check_unit_interval(metrics: dict, where: str) -> None:
+    """Refuse to report a ratio outside [0, 1] (a bug upstream, never a result)."""
+    for key in UNIT_INTERVAL_KEYS:
+        v = metrics.get(key)
+        if v is not None and not (0.0 <= v <= 1.0):
+            raise ValueError(f"{where}: metric {key} = {v} outside [0, 1]")
+    for key in ("pq_ci", "miou_ci"):
+        ci = metrics.get(key)
+        if ci is not None and not (0.0 <= ci[0] <= ci[1] <= 1.0):
+            raise ValueError(f"{where}: interval {key} = {ci} is not inside [0, 1]")
+
+
+def gather_states(paths: list[str], meta: dict, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict:
+    """Merge shard states; return ``{meta, metrics (flat headline numbers), details}``.
+
+    Shards are merged in the order given (the per-image lists follow it). ``resamples`` and
+    ``seed`` parametrise the bootstrap intervals (`bootstrap_ci`).
+    """
     merged: dict = {}
     diags = []
+    stats_parts: list[dict | None] = []
     n = 0
     for path in paths:
         state = read_json(path)
         n += state["n_images"]
         diags.append(state.get("diagnostics", {}))
+        stats_parts.append(state.get("per_image_stats"))
         for key, s in state["accumulators"].items():
             a = accumulator_from_state(s)
             if key in merged:
                 merged[key].merge(a)
             else:
                 merged[key] = a
-    results = {k: v.result() for k, v in merged.items()}
+    results: dict[str, Any] = {k: v.result() for k, v in merged.items()}
     metrics: dict = {"n_images": n}
     sem, pq = results.get("semantic", {}), results.get("panoptic", {})
     for k in ("miou", "macc", "pixel_acc", "miou_things", "miou_stuff"):
@@ -162,5 +404,15 @@ def gather_states(paths: list[str], meta: dict) -> dict:
                 metrics[f"{k}{suffix}"] = v
     if "semantic" in merged:
         metrics["miou_most_frequent_class"] = most_frequent_class_miou(merged["semantic"].confusion)
-    metrics.update(_merge_diagnostics(diags))
+    diag = _merge_diagnostics(diags)
+    efficiency = diag.pop("efficiency", None)
+    metrics.update(diag)
+    stats = _concat_per_image_stats(stats_parts)
+    ci = bootstrap_ci(stats, resamples=resamples, seed=seed) if stats else {"pq": None, "miou": None}
+    metrics["pq_ci"], metrics["miou_ci"] = ci["pq"], ci["miou"]
+    _check_unit_interval(metrics, f"gather {meta}")
+    results["per_image"] = _per_image_scores(merged)
+    if efficiency:
+        results["efficiency"] = efficiency
+    results["bootstrap"] = {"resamples": resamples, "seed": seed, "level": BOOTSTRAP_LEVEL, "method": "percentile, images resampled"}
     return {"meta": meta, "metrics": metrics, "details": results}

@@ -296,6 +296,12 @@ class Panoptic:
         """Map every pixel's segment id through ``values`` (ids absent map to ``default``)."""
         ids = np.fromiter(values.keys(), dtype=np.int64, count=len(values))
         vals = np.fromiter(values.values(), dtype=np.int64, count=len(values))
+        top = int(self.segment_ids.max(initial=0))
+        if top < (1 << 20):  # small ids (the usual case): one table lookup per pixel
+            lut = np.full(top + 1, default, dtype=dtype)
+            keep = ids <= top
+            lut[ids[keep]] = vals[keep]
+            return lut[np.maximum(self.segment_ids, 0)]
         flat = self.segment_ids.ravel().astype(np.int64)
         out = np.full(flat.shape, default, dtype=dtype)
         if len(ids):

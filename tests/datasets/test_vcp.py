@@ -119,3 +119,12 @@ def test_missing_layout_is_a_clear_error(tmp_path):
     (tmp_path / "classes.json").write_text(json.dumps(NAMES))
     with pytest.raises(DatasetError, match="images/val: missing"):
         convert("vcp", tmp_path, "val", tmp_path / "out")
+
+
+def test_two_workers_give_the_same_split(tmp_path):
+    raw = _write_raw(tmp_path / "raw", n=5)
+    convert("vcp", raw, "train", tmp_path / "one", options={"min_area": 2})
+    convert("vcp", raw, "train", tmp_path / "two", workers=2, options={"min_area": 2})  # the bound loader pickles
+    assert (tmp_path / "one" / "panoptic.json").read_text() == (tmp_path / "two" / "panoptic.json").read_text()
+    names = sorted(p.name for p in (tmp_path / "one" / "panoptic").iterdir())
+    assert len(names) == 5 and names == sorted(p.name for p in (tmp_path / "two" / "panoptic").iterdir())

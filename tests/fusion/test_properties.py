@@ -15,7 +15,7 @@ from .helpers import bench_module, check_invariants, same_panoptic, street_class
 
 CLASSES = street_classes()
 FUSED = [m for m in FUSION_METHODS if m != "semantic"]
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -125,7 +125,7 @@ def test_independent_of_instance_order(scene, method: str, seed: int) -> None:
     assert same_panoptic(fuse(method, inst, sem, classes), fuse(method, inst.select(order), sem, classes))
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenes(), st.sampled_from(list(FUSION_METHODS)))
 def test_equals_plain_reference(scene, method: str) -> None:
     """The fast implementations equal the benchmark's full-resolution references."""

@@ -94,6 +94,8 @@ def test_matches_reference_values_and_gradients(seed, stride):
     ref = grads(reference_imp, labels, scores, masks, boxes, *args)
     assert fast[0].shape == (num_classes, *canvas_hw)
     assert (fast[0] > 0).sum() > 20  # something was painted
+    with torch.no_grad():  # the inference path skips the arg-max bookkeeping
+        torch.testing.assert_close(instance_mask_projection(labels, scores, masks, boxes, *args), fast[0])
     for a, b in zip(fast, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
@@ -148,6 +150,40 @@ def test_negative_values_match_reference():
     assert (fast[0] < 0).any()
     for a, b in zip(fast, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_int64_index_path(monkeypatch):
+    # Canvases with >= 2**31 entries switch index arithmetic to int64; force that path here.
+    import segfusion.models.imp as imp_module
+
+    monkeypatch.setattr(imp_module, "_INT32_LIMIT", 0)
+    gen = torch.Generator().manual_seed(8)
+    labels, scores, masks, boxes = random_instances(gen, 6, 2, (30, 30), mask_size=5)
+    labels[:] = 1  # same class: exercises the cross-instance tie resolution as well
+    args = (2, (8, 8), 4.0)
+    fast = grads(instance_mask_projection, labels, scores, masks, boxes, *args)
+    ref = grads(reference_imp, labels, scores, masks, boxes, *args)
+    for a, b in zip(fast, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_repeated_calls_with_different_canvases():
+    # The backward reuses a scratch buffer between calls; stale contents must not leak.
+    for seed, canvas_hw in [(20, (9, 7)), (21, (5, 12)), (22, (9, 7))]:
+        gen = torch.Generator().manual_seed(seed)
+        labels, scores, masks, boxes = random_instances(
+            gen, 7, 2, (4 * canvas_hw[0], 4 * canvas_hw[1]), mask_size=4
+        )
+        labels[:3] = 0
+        boxes[1] = boxes[0]  # a duplicate detection of the same class
+        masks[1] = masks[0]
+        scores[1] = scores[0]
+        args = (2, canvas_hw, 4.0)
+        fast = grads(instance_mask_projection, labels, scores, masks, boxes, *args)
+        ref = grads(reference_imp, labels, scores, masks, boxes, *args)
+        for a, b in zip(fast, ref, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        assert fast[2][0].abs().sum() == 0  # the duplicate (instance 1, later) takes every tie
 
 
 def test_float32_and_gradcheck():

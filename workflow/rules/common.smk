@@ -1,6 +1,11 @@
 # Config validation, wildcard constraints and input functions shared by every rule.
 import json
 
+from pathlib import Path
+
+import segfusion.fusion
+import segfusion.metrics
+from segfusion import sweeps
 from segfusion.config import validate_config
 from segfusion.models.build import resolve_variant
 
@@ -12,16 +17,14 @@ MODEL_VARIANTS = {
     m: resolve_variant(m, config["custom_models"]) for m in config["models"]
 }
 SHARDS = config["predict"]["shards"]
-
-
-wildcard_constraints:
-    dataset="[A-Za-z0-9_]+",
-    split="[A-Za-z0-9_]+",
-    model="[A-Za-z0-9_]+",
-    seed="[0-9]+",
-    fusion="[a-z_]+",
-    i="[0-9]+",
-    k="[0-9]+",
+# Framework files read by a job are its inputs. Editing a fusion (metric) module reruns fusion
+# (evaluation) and what follows, never training or prediction.
+FUSION_SOURCES = sorted(
+    str(p) for p in Path(segfusion.fusion.__file__).parent.glob("*.py")
+)
+METRIC_SOURCES = sorted(
+    str(p) for p in Path(segfusion.metrics.__file__).parent.glob("*.py")
+)
 
 
 def as_json(obj):
@@ -39,7 +42,7 @@ def fusions_for(model):
     v = MODEL_VARIANTS[model]
     if v.head == "none" or not v.detector:
         return ["semantic"]
-    return config["fusion"]["methods"]
+    return sweeps.expand(config["fusion"]["methods"], config["sweeps"])
 
 
 def model_file(wildcards):
@@ -106,9 +109,14 @@ def stage_params(stage, variant=None, seed=0):
     return as_json(out)
 
 
+def fusion_method(w):
+    return sweeps.parse_variant(w.fusion)[0]
+
+
 def fusion_params(w):
-    p = dict(config["fusion"]["params"].get(w.fusion, {}))
-    if w.fusion == "semantic" and MODEL_VARIANTS[w.model].head == "none":
+    method, overrides = sweeps.parse_variant(w.fusion)
+    p = {**config["fusion"]["params"].get(method, {}), **overrides}
+    if method == "semantic" and MODEL_VARIANTS[w.model].head == "none":
         # maskrcnn_imp: the canvas is not a distribution; low maxima are background (void).
         p.setdefault(
             "background_threshold", config["fusion"]["canvas_background_threshold"]

@@ -6,6 +6,7 @@ rule evaluate:
         data="results/{dataset}/data/{split}",
         fused="results/{dataset}/fused/{model}/seed{seed}/{fusion}/{split}/shard-{i}-of-{k}",
         cache="results/{dataset}/predictions/{model}/seed{seed}/{split}/shard-{i}-of-{k}.h5",
+        code=METRIC_SOURCES,
     output:
         "results/{dataset}/metrics/{model}/seed{seed}/{fusion}/{split}/shard-{i}-of-{k}.json",
     log:

@@ -3,7 +3,8 @@
 
 rule fuse:
     input:
-        "results/{dataset}/predictions/{model}/seed{seed}/{split}/shard-{i}-of-{k}.h5",
+        cache="results/{dataset}/predictions/{model}/seed{seed}/{split}/shard-{i}-of-{k}.h5",
+        code=FUSION_SOURCES,
     output:
         directory(
             "results/{dataset}/fused/{model}/seed{seed}/{fusion}/{split}/shard-{i}-of-{k}"
@@ -20,5 +21,6 @@ rule fuse:
         runtime=60,
     params:
         p=fusion_params,
+        method=fusion_method,
     shell:
-        "segfusion fuse --cache {input} --method {wildcards.fusion} --params {params.p:q} --out {output} > {log} 2>&1"
+        "segfusion fuse --cache {input.cache} --method {params.method} --params {params.p:q} --out {output} > {log} 2>&1"

@@ -7,7 +7,8 @@ rule train_stage1:
     input:
         data=lambda w: f"results/{w.dataset}/data/{config['datasets'][w.dataset]['train_split']}",
     output:
-        "results/{dataset}/models/maskrcnn/seed{seed}/stage1.pt",
+        model="results/{dataset}/models/maskrcnn/seed{seed}/stage1.pt",
+        loss="results/{dataset}/models/maskrcnn/seed{seed}/stage1_loss.csv",
     log:
         "results/logs/train/{dataset}/maskrcnn/seed{seed}/stage1.log",
     benchmark:
@@ -23,7 +24,7 @@ rule train_stage1:
         p=lambda w: stage_params("stage1", seed=w.seed),
         run_dir="results/{dataset}/runs/maskrcnn/seed{seed}",
     shell:
-        "segfusion train --stage 1 --data {input.data} --params {params.p:q} --out {output}"
+        "segfusion train --stage 1 --data {input.data} --params {params.p:q} --out {output.model} --loss-csv {output.loss}"
         " --run-dir {params.run_dir} --threads {threads} > {log} 2>&1"
 
 
@@ -32,7 +33,8 @@ rule train_stage2:
         data=lambda w: f"results/{w.dataset}/data/{config['datasets'][w.dataset]['train_split']}",
         init="results/{dataset}/models/maskrcnn/seed{seed}/stage1.pt",
     output:
-        "results/{dataset}/models/{model}/seed{seed}/stage2.pt",
+        model="results/{dataset}/models/{model}/seed{seed}/stage2.pt",
+        loss="results/{dataset}/models/{model}/seed{seed}/stage2_loss.csv",
     log:
         "results/logs/train/{dataset}/{model}/seed{seed}/stage2.log",
     benchmark:
@@ -48,5 +50,5 @@ rule train_stage2:
         p=lambda w: stage_params("stage2", MODEL_VARIANTS[w.model], seed=w.seed),
         run_dir="results/{dataset}/runs/{model}/seed{seed}",
     shell:
-        "segfusion train --stage 2 --data {input.data} --init {input.init} --params {params.p:q} --out {output}"
+        "segfusion train --stage 2 --data {input.data} --init {input.init} --params {params.p:q} --out {output.model} --loss-csv {output.loss}"
         " --run-dir {params.run_dir} --threads {threads} > {log} 2>&1"

@@ -20,8 +20,8 @@ Choices:
   stuff: stuff classes are never region-grown across, so each stays its own category.
 * **Colours** come from the JSON ``color`` field when present, else from `palette`
   (deterministic, so two conversions of the same data plot alike).
-* ``iscrowd`` and ``isthing`` are kept as given; segments listed in the JSON but absent
-  from the PNG are dropped (they carry no pixel).
+* ``isthing`` is kept as given, ``iscrowd`` too for things (a stuff segment is never a
+  crowd); segments listed in the JSON but absent from the PNG are dropped (no pixel).
 * **Errors** name the file: an unknown category id in ``segments_info`` names the JSON
   and the image; an id drawn in the PNG but absent from ``segments_info`` names the PNG;
   a PNG whose size differs from the JSON names both; a missing annotation, PNG or image
@@ -161,33 +161,32 @@ def samples_from_json(
     return samples
 
 
-def find_samples(
+def read_split(
     raw: str | os.PathLike,
     split: str,
     images_dir: str | None = None,
     annotation_json: str | None = None,
     panoptic_dir: str | None = None,
-) -> list[RawSample]:
-    """Every image of ``split`` with its PNG and inline ``segments_info``."""
+) -> tuple[list[RawSample], ClassInfo]:
+    """Samples and class list of ``split``, parsing the (possibly large) JSON once."""
     raw = Path(raw)
     json_path, png_dir = _locate(raw, split, annotation_json, panoptic_dir)
     data = read_panoptic_json(json_path)
+    classes = classes_from_categories(data["categories"], json_path)
     image_root = raw / (images_dir if images_dir is not None else split)
     if not image_root.is_dir():
         raise DatasetError(f"{image_root}: missing image folder (option images_dir)")
-    return samples_from_json(data, json_path, png_dir, image_root)
+    return samples_from_json(data, json_path, png_dir, image_root), classes
 
 
-def coco_panoptic_classes(
-    raw: str | os.PathLike,
-    split: str,
-    annotation_json: str | None = None,
-    panoptic_dir: str | None = None,
-    **_: Any,
-) -> ClassInfo:
-    """The class list of ``split``: its JSON categories sorted by id."""
-    json_path, _png = _locate(Path(raw), split, annotation_json, panoptic_dir)
-    return classes_from_categories(read_panoptic_json(json_path)["categories"], json_path)
+def find_samples(raw: str | os.PathLike, split: str, **options: Any) -> list[RawSample]:
+    """Every image of ``split`` with its PNG and inline ``segments_info`` (options as `read_split`)."""
+    return read_split(raw, split, **options)[0]
+
+
+def coco_panoptic_classes(raw: str | os.PathLike, split: str, **options: Any) -> ClassInfo:
+    """The class list of ``split``: its JSON categories sorted by id (options as `read_split`)."""
+    return read_split(raw, split, **options)[1]
 
 
 def load_sample(sample: RawSample, classes: ClassInfo) -> Panoptic:
@@ -217,7 +216,8 @@ def load_sample(sample: RawSample, classes: ClassInfo) -> Panoptic:
         if sid == 0:
             raise DatasetError(f"{json_path}: image {ann['image']}: segment id 0 is reserved for void")
         k = index[cat]
-        info[sid] = (k, bool(classes.is_thing[k]), bool(s.get("iscrowd", 0)), 1.0)
+        thing = bool(classes.is_thing[k])
+        info[sid] = (k, thing, thing and bool(s.get("iscrowd", 0)), 1.0)
     try:
         return Panoptic.from_segment_map(ids, info)
     except ValueError as err:

@@ -114,13 +114,12 @@ def _read(path: Path) -> dict:
     return data
 
 
-def modanet_classes(raw: str | os.PathLike, split: str, annotation_json: str | None = None, unlabeled: str = "background", **_: Any) -> ClassInfo:
+def classes_from_categories(categories: list, path: Path, unlabeled: str = "background") -> ClassInfo:
     """Garment classes from the JSON categories (sorted by id), plus ``background`` (id 0) unless ignored."""
     if unlabeled not in UNLABELED:
         raise ValueError(f"modanet option unlabeled must be one of {UNLABELED}, got {unlabeled!r}")
-    path = _locate(Path(raw), split, annotation_json)
     try:
-        cats = sorted(_read(path)["categories"], key=lambda c: int(c["id"]))
+        cats = sorted(categories, key=lambda c: int(c["id"]))
         entries = [(int(c["id"]), str(c["name"]), c.get("color")) for c in cats]
     except (KeyError, TypeError, ValueError) as err:
         raise DatasetError(f"{path}: malformed categories ({err!r})") from None
@@ -146,17 +145,21 @@ def modanet_classes(raw: str | os.PathLike, split: str, annotation_json: str | N
         raise DatasetError(f"{path}: {err}") from None
 
 
-def find_samples(
+def read_split(
     raw: str | os.PathLike,
     split: str,
     images_dir: str = "images",
     annotation_json: str | None = None,
     unlabeled: str = "background",
-) -> list[RawSample]:
-    """Every image of the JSON with its annotations inline (images without annotations are kept: all background)."""
+) -> tuple[list[RawSample], ClassInfo]:
+    """Samples (annotations inline) and class list of ``split``, parsing the JSON once.
+
+    Images without annotations are kept (all background, or all void).
+    """
     raw = Path(raw)
     path = _locate(raw, split, annotation_json)
     data = _read(path)
+    classes = classes_from_categories(data["categories"], path, unlabeled)
     image_root = raw / images_dir
     if not image_root.is_dir():
         raise DatasetError(f"{image_root}: missing ModaNet image folder (option images_dir)")
@@ -164,9 +167,7 @@ def find_samples(
     for a in data["annotations"]:
         if not isinstance(a, dict) or "image_id" not in a:
             raise DatasetError(f"{path}: annotation without image_id: {str(a)[:200]}")
-        by_image.setdefault(a["image_id"], []).append(
-            {k: a.get(k) for k in ("id", "category_id", "segmentation", "iscrowd")}
-        )
+        by_image.setdefault(a["image_id"], []).append({k: a.get(k) for k in ("id", "category_id", "segmentation", "iscrowd")})
     samples = []
     for im in data["images"]:
         try:
@@ -176,7 +177,17 @@ def find_samples(
             raise DatasetError(f"{path}: image entry without id/file_name/height/width: {str(im)[:200]}") from None
         inline = {"image": file_name, "height": h, "width": w, "annotations": by_image.get(image_id, [])}
         samples.append(RawSample(name=Path(file_name).stem, image_path=str(image_root / file_name), label_paths=(str(path), json.dumps(inline))))
-    return samples
+    return samples, classes
+
+
+def find_samples(raw: str | os.PathLike, split: str, **options: Any) -> list[RawSample]:
+    """Every image of the JSON with its annotations inline (options as `read_split`)."""
+    return read_split(raw, split, **options)[0]
+
+
+def modanet_classes(raw: str | os.PathLike, split: str, **options: Any) -> ClassInfo:
+    """The class list of ``split`` (options as `read_split`)."""
+    return read_split(raw, split, **options)[1]
 
 
 def _instance_rle(seg: Any, h: int, w: int, where: str):
@@ -222,7 +233,12 @@ def load_sample(sample: RawSample, classes: ClassInfo, unlabeled: str = "backgro
         cat = a.get("category_id")
         if cat is None or int(cat) not in index or not classes.is_thing[index[int(cat)]]:
             raise DatasetError(f"{where}: unknown garment category id {cat}")
-        rle = _instance_rle(a.get("segmentation"), h, w, where)
+        try:
+            rle = _instance_rle(a.get("segmentation"), h, w, where)
+        except DatasetError:
+            raise
+        except Exception as err:  # pycocotools' C code raises bare exceptions on malformed input
+            raise DatasetError(f"{where}: cannot rasterise the segmentation ({err})") from None
         if rle is None:
             continue
         drawn.append((-int(mask_utils.area(rle)), order, index[int(cat)], bool(a.get("iscrowd") or 0), rle))

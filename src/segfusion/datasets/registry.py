@@ -54,14 +54,13 @@ def prepare(fmt: str, raw: str | os.PathLike, split: str, options: dict | None =
         from segfusion.datasets import coco_panoptic
 
         _check(fmt, options, coco_panoptic.OPTIONS)
-        samples = coco_panoptic.find_samples(raw, split, **options)
-        return samples, coco_panoptic.load_sample, coco_panoptic.coco_panoptic_classes(raw, split, **options)
+        samples, classes = coco_panoptic.read_split(raw, split, **options)
+        return samples, coco_panoptic.load_sample, classes
     if fmt == "modanet":
         from segfusion.datasets import modanet
 
         _check(fmt, options, modanet.OPTIONS)
-        classes = modanet.modanet_classes(raw, split, **options)
-        samples = modanet.find_samples(raw, split, **options)
+        samples, classes = modanet.read_split(raw, split, **options)
         return samples, partial(modanet.load_sample, unlabeled=options.get("unlabeled", "background")), classes
     if fmt == "vcp":
         from segfusion.datasets import vcp

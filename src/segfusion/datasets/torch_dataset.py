@@ -95,6 +95,8 @@ def apply_geometry(p: AugmentParams, *arrays: np.ndarray) -> tuple[np.ndarray, .
 
 def apply_color(p: AugmentParams, img: torch.Tensor) -> torch.Tensor:
     """Brightness, contrast, saturation, then hue, on a (3, H, W) float image in [0, 1]."""
+    if (p.brightness, p.contrast, p.saturation, p.hue) == (1.0, 1.0, 1.0, 0.0):
+        return img.clamp(0, 1)
     from torchvision.transforms.v2 import functional as TF
 
     if p.brightness != 1.0:

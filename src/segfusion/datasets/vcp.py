@@ -109,7 +109,10 @@ def vcp_classes(raw: str | os.PathLike, classes_file: str = "classes.json", stuf
         is_thing.append(thing)
         category.append(str(e.get("category", garment_group(name) if thing else name)))
         col = e.get("color")
-        colors.append(tuple(int(v) for v in col[:3]) if isinstance(col, (list, tuple)) and len(col) >= 3 else pal[k])
+        if isinstance(col, (list, tuple)) and len(col) >= 3:
+            colors.append(tuple(int(v) for v in col[:3]))
+        else:  # background black, as in ModaNet's and most parsing datasets' label maps
+            colors.append((0, 0, 0) if name.lower() == "background" else pal[k])
     try:
         return ClassInfo(names=tuple(names), is_thing=tuple(is_thing), category=tuple(category), ids=tuple(range(len(names))), colors=tuple(colors))
     except ValueError as err:
@@ -194,4 +197,26 @@ def load_sample(sample: RawSample, classes: ClassInfo, connectivity: int = 8, mi
     if int(min_area) < 1:
         raise ValueError(f"vcp option min_area must be >= 1, got {min_area!r}")
     semantic, instance = segments_to_instances(label.astype(np.uint8), classes, connectivity, int(min_area))
-    return Panoptic.from_maps(semantic, instance, classes)
+    return _panoptic(semantic, instance, classes)
+
+
+def _panoptic(semantic: np.ndarray, instance: np.ndarray, classes: ClassInfo) -> Panoptic:
+    """Segment map with thing ids 1..K (the components) and one id K+1+c per stuff class c.
+
+    Same segments as ``Panoptic.from_maps`` (every thing pixel has a component id), built
+    in linear time from a lookup table instead of a sort of the whole image.
+    """
+    k = int(instance.max(initial=0))
+    is_thing = np.zeros(256, bool)
+    is_thing[: classes.num_classes] = classes.is_thing_array
+    lut = np.zeros(256, np.int32)  # class -> stuff segment id (0 for things and void)
+    stuff = classes.stuff_indices
+    lut[stuff] = k + 1 + stuff
+    seg = np.where(is_thing[semantic], instance, lut[semantic])
+    info: dict[int, tuple[int, bool, bool, float]] = {int(k + 1 + c): (int(c), False, False, 1.0) for c in stuff.tolist()}
+    if k:
+        cls_of = np.zeros(k + 1, np.int64)
+        cls_of[instance.ravel()] = semantic.ravel()
+        for i in range(1, k + 1):
+            info[i] = (int(cls_of[i]), True, False, 1.0)
+    return Panoptic.from_segment_map(seg, info)

@@ -18,15 +18,22 @@ Reading of Algorithm 1 implemented here (the paper gives the idea, not the round
   written into channel ``label``. Each canvas pixel keeps the maximum over all cells of all
   instances that cover it (the paper's atomicMax); pixels no cell covers stay 0.
 * The operator is differentiable w.r.t. ``masks`` and ``scores``: a canvas pixel's
-  gradient flows to the cell that holds the maximum there. If several cells tie exactly,
-  the gradient is split equally between them (``scatter_reduce(..., "amax")`` semantics;
-  atomicMax would pick an arbitrary one). Boxes, labels and geometry get no gradient.
+  gradient flows to the one cell that holds the maximum there. Exact ties (e.g. saturated
+  masks) are broken deterministically towards the cell that comes *last* in Algorithm 1's
+  order (instance index, then mask row i, then column j), i.e. the cell that would win an
+  atomicMax implemented as ">=" in that order; the total gradient is never duplicated or
+  split. Boxes, labels and geometry get no gradient.
 
-Implementation: every (cell, covered canvas pixel) pair is listed with index arithmetic
-(``repeat_interleave`` / ``cumsum``; an instance's pairs are the Cartesian product of its
-(row-cell, canvas-row) and (column-cell, canvas-column) pairs) and reduced with one
-``scatter_reduce(..., "amax", include_self=False)``. There is no Python loop over
-instances or cells, and the code is device-agnostic (CPU and CUDA).
+Implementation (no Python loop over instances or cells; device-agnostic code, CPU and CUDA):
+every instance covers a contiguous canvas rectangle (its "patch"), and the canvas columns
+(rows) covered by one mask column (row) form a contiguous range, so the projection is
+separable. (1) For every (instance, canvas column) and every mask row, the maximum over the
+mask columns covering that canvas column; (2) for every patch pixel, the maximum of (1)
+over the mask rows covering its canvas row. Both range maxima are O(1) lookups in
+sparse tables (log2 M levels) that carry the winning cell's id. (3) All patches are
+reduced into the canvas with one ``scatter_reduce(..., "amax")``. A custom autograd
+Function routes gradients with one ``index_add_``. Work is O(N M^2 log M + sum of patch
+areas), independent of the number of (cell, pixel) pairs.
 """
 
 from __future__ import annotations
@@ -66,6 +73,10 @@ def _check_inputs(
         raise ValueError(f"IMP: scores must be (N={n},), got shape {tuple(scores.shape)}")
     if boxes.shape != (n, 4):
         raise ValueError(f"IMP: boxes must be (N={n}, 4), got shape {tuple(boxes.shape)}")
+    if scores.device != masks.device or boxes.device != masks.device:
+        raise ValueError(
+            f"IMP: masks ({masks.device}), scores ({scores.device}) and boxes ({boxes.device}) must share a device"
+        )
     if not masks.is_floating_point() or not scores.is_floating_point():
         raise ValueError(
             f"IMP: masks and scores must be floating point, got {masks.dtype} and {scores.dtype}"
@@ -105,12 +116,14 @@ def cell_spans(
     return start, stop
 
 
-def _log2_floor(length: Tensor, max_len: int) -> Tensor:
-    """floor(log2(length)) for integer lengths in 1..max_len, via an exact lookup table."""
-    table = torch.tensor([max(v.bit_length() - 1, 0) for v in range(max_len + 1)], device=length.device)
-    return table[length]
+def _log2_floor(length: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
+    """floor(log2(length)) and 2**floor(log2(length)) for lengths in 1..max_len (exact tables)."""
+    logs = [max(v.bit_length() - 1, 0) for v in range(max_len + 1)]
+    table = torch.tensor([logs, [1 << e for e in logs]], device=length.device)
+    return table[0, length], table[1, length]
 
 
+_INT32_LIMIT = 2**31 - 1  # patch-level indices use int32 below this (tests lower it to cover int64)
 _SCRATCH = threading.local()
 
 
@@ -138,27 +151,33 @@ def _pick(take_right: Tensor, left: Tensor, right: Tensor) -> Tensor:
     return left + take_right.to(left.dtype) * (right - left)
 
 
-def _sparse_table(values: Tensor, args: Tensor, k: int, levels: int | None = None) -> tuple[Tensor, Tensor]:
-    """Range-maximum sparse table over K positions, carrying arg-max ids.
+def _sparse_table(
+    values: Tensor, args: Tensor | None, k: int, levels: int | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """Range-maximum sparse table over K positions, optionally carrying arg-max ids.
 
     values, args: (R, K * F) contiguous; row r holds K positions of F features each (a query
     returns all F features of one position). Level t holds at position p the maximum over
     positions [p, p + 2**t) and the id (from ``args``) of the element attaining it; exact
     ties go to the higher position, so a query returns the *last* maximal element. Only
     positions p <= K - 2**t are valid (the rest is never queried and left uninitialised).
-    Returns (L, R, K * F) values and ids, L = ``levels`` (default floor(log2 K) + 1, enough
-    for any range; fewer suffice when all queried ranges are shorter than 2**levels).
+    Returns (L, R, K * F) values and ids (None without ``args``), L = ``levels`` (default
+    floor(log2 K) + 1, enough for any range; fewer suffice for shorter queried ranges).
     """
     f = values.shape[1] // k
     levels = k.bit_length() if levels is None else levels
     tv = values.new_empty((levels, *values.shape))
-    ta = args.new_empty((levels, *args.shape))
-    tv[0], ta[0] = values, args
+    tv[0] = values
+    ta = None
+    if args is not None:
+        ta = args.new_empty((levels, *args.shape))
+        ta[0] = args
     for t in range(1, levels):  # log2(M) levels (5 for M = 28), not a loop over cells
         h, valid = (1 << (t - 1)) * f, (k - (1 << t) + 1) * f
         left, right = tv[t - 1, :, :valid], tv[t - 1, :, h : h + valid]
         torch.maximum(left, right, out=tv[t, :, :valid])
-        ta[t, :, :valid] = _pick(right >= left, ta[t - 1, :, :valid], ta[t - 1, :, h : h + valid])
+        if ta is not None:
+            ta[t, :, :valid] = _pick(right >= left, ta[t - 1, :, :valid], ta[t - 1, :, h : h + valid])
     return tv, ta
 
 
@@ -234,20 +253,27 @@ class _Projection(torch.autograd.Function):
         col_x = x0[col_inst] + torch.arange(num_cols, device=device) - col_first[col_inst]
         ja, jb = _covering_cells(x_start, x_stop, col_inst, col_x, width)
         levels_x, levels_y = mw.bit_length(), mh.bit_length()
-        big = max(canvas.numel(), levels_y * num_cols * mh, levels_x * n * mh * mw) >= 2**31 - 1
+        big = max(canvas.numel(), levels_y * num_cols * mh, levels_x * n * mh * mw) >= _INT32_LIMIT
         idx_dtype = torch.int64 if big else torch.int32
-        v = (
-            values.detach().view(n, mh, mw).transpose(1, 2).reshape(n, mw * mh)
-        )  # row n: positions j, features i
-        cell_ids = torch.arange(n * mh * mw, device=device, dtype=idx_dtype).view(n, mh, mw)
-        tv, ta = _sparse_table(v, cell_ids.transpose(1, 2).reshape(n, mw * mh), mw)  # (L, N, Mw * Mh)
-        t = _log2_floor(jb - ja + 1, mw)
+        # Sparse table over mask columns j; row n holds, per position j, the Mh values of column j.
+        grad = ctx.needs_input_grad[0]
+        v = values.detach().view(n, mh, mw).transpose(1, 2).reshape(n, mw * mh)
+        cell_ids = None
+        if grad:
+            cell_ids = torch.arange(n * mh * mw, device=device, dtype=idx_dtype).view(n, mh, mw)
+            cell_ids = cell_ids.transpose(1, 2).reshape(n, mw * mh)
+        t, width_t = _log2_floor(jb - ja + 1, mw)
+        levels = int(t.max()) + 1
+        tv, ta = _sparse_table(v, cell_ids, mw, levels)  # (L, N, Mw * Mh)
         row1 = (t * n + col_inst) * mw + ja
-        row2 = (t * n + col_inst) * mw + jb - (1 << t) + 1
-        tv, ta = tv.view(levels_x * n * mw, mh), ta.view(levels_x * n * mw, mh)
+        row2 = row1 + (jb - ja + 1 - width_t)
+        tv = tv.view(levels * n * mw, mh)
         v1, v2 = tv.index_select(0, row1), tv.index_select(0, row2)  # (Tc, Mh)
         colmax = torch.maximum(v1, v2)
-        colarg = _pick(v2 >= v1, ta.index_select(0, row1), ta.index_select(0, row2))
+        colarg = None
+        if ta is not None:
+            ta = ta.view(levels * n * mw, mh)
+            colarg = _pick(v2 >= v1, ta.index_select(0, row1), ta.index_select(0, row2))
 
         # Step 2: row slots r = (instance, y); patch pixel (r, c) = max over covering mask rows.
         num_rows = int(heights.sum())
@@ -255,18 +281,18 @@ class _Projection(torch.autograd.Function):
         row_first = torch.cumsum(heights, 0) - heights
         row_y = y0[row_inst] + torch.arange(num_rows, device=device) - row_first[row_inst]
         ia, ib = _covering_cells(y_start, y_stop, row_inst, row_y, height)
-        t = _log2_floor(ib - ia + 1, mh)
+        t, width_t = _log2_floor(ib - ia + 1, mh)
         sv, sa = _sparse_table(colmax, colarg, mh, int(t.max()) + 1)  # (L, Tc, Mh)
         seg_len = widths[row_inst]
         idx1 = _segments((t * num_cols + col_first[row_inst]) * mh + ia, seg_len, mh, total, idx_dtype)
-        idx2 = _segments(ib - (1 << t) + 1 - ia, seg_len, 0, total, idx_dtype).add_(idx1)
+        idx2 = _segments(ib - ia + 1 - width_t, seg_len, 0, total, idx_dtype).add_(idx1)
         target = _segments(
             (labels[row_inst] * height + row_y) * width + x0[row_inst], seg_len, 1, total, torch.int64
         )
         sv = sv.view(-1)
         patch = sv.index_select(0, idx1)
         p2 = sv.index_select(0, idx2)
-        take2 = p2 > patch if ctx.needs_input_grad[0] else None  # ties: idx1 and idx2 name the same cell
+        take2 = p2 >= patch if grad else None  # ties: the later window holds the last cell
         patch = torch.maximum(patch, p2, out=p2)
 
         # Step 3: across instances. include_self=False semantics without its slow scalar
@@ -275,7 +301,8 @@ class _Projection(torch.autograd.Function):
         if bool(values.min() < 0):
             canvas.index_fill_(0, target, float("-inf"))
         canvas.scatter_reduce_(0, target, patch, reduce="amax")
-        if ctx.needs_input_grad[0]:
+        if grad:
+            assert sa is not None
             ctx.empty = False
             # Exact ties between instances are only possible where same-class spans overlap.
             same = (labels[:, None] == labels[None, :]) & nonempty[:, None] & nonempty[None, :]
