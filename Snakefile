@@ -36,3 +36,4 @@ rule all:
     default_target: True
     input:
         "results/summary/tables.md",
+        all_dataset_stats(),

@@ -76,6 +76,13 @@ def cmd_validate_dataset(a) -> None:
     print(f"{a.path}: OK")
 
 
+def cmd_dataset_stats(a) -> None:
+    from segfusion.datasets.stats import write_dataset_stats
+
+    written = write_dataset_stats(a.path, a.out, max_overlays=a.max_overlays)
+    print(f"dataset statistics of {a.path} -> {', '.join(str(p) for p in written.values())}")
+
+
 # -- models --------------------------------------------------------------------------------------
 def cmd_train(a) -> None:
     _threads(a.threads)
@@ -164,6 +171,20 @@ def cmd_predict(a) -> None:
     print(f"wrote {a.out}: {stats['images']} images, {stats['images_per_second']:.2f} images/s{flops}")
 
 
+def cmd_import_predictions(a) -> None:
+    from segfusion.inference.import_predictions import import_predictions
+
+    stats = import_predictions(a.data, a.instances, a.semantic, a.out, semantic_format=a.semantic_format, shard=a.shard, model=a.model)
+    print(f"wrote {a.out}: {stats['images']} images, {stats['detections']} detections (config_hash {stats['config_hash']})")
+
+
+def cmd_export_predictions(a) -> None:
+    from segfusion.inference.export_predictions import export_predictions
+
+    stats = export_predictions(a.cache, a.out, threshold=a.threshold)
+    print(f"wrote {a.out}: {stats['images']} images, {stats['detections']} detections (instances.json + semantic/*.npy)")
+
+
 def prediction_config_hash(model_path: str, predict_params: dict, model_digest: str) -> str:
     import hashlib
 
@@ -198,6 +219,13 @@ def cmd_fuse(a) -> None:
     print(f"fused {n} images with {a.method} ({meta['fusion_ms_per_image']:.1f} ms/image) -> {a.out}")
 
 
+def cmd_export_cityscapes(a) -> None:
+    from segfusion.io.cityscapes_export import export_cityscapes
+
+    summary = export_cityscapes(a.fused, a.out, a.formats, split=a.split)
+    print(f"exported {summary['n_images']} images as {', '.join(summary['formats'])} (Cityscapes result formats) -> {a.out}")
+
+
 def cmd_evaluate(a) -> None:
     from segfusion.evaluation import evaluate_fused
 
@@ -221,8 +249,9 @@ def cmd_gather(a) -> None:
 def cmd_aggregate(a) -> None:
     from segfusion.report.aggregate import aggregate
 
-    aggregate(a.metrics, a.out, _params(a.params))
-    print(f"summary written to {a.out}/tables.md")
+    df = aggregate(a.metrics, a.out, _params(a.params))
+    figures = sorted(p.name for p in (Path(a.out) / "plots").glob("*.png"))
+    print(f"summary of {len(a.metrics)} metrics files ({len(df)} rows) written to {a.out}: tables.md, metrics.csv, per_image.csv, {len(figures)} figures in plots/")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path")
     s.set_defaults(func=cmd_validate_dataset)
 
+    s = sub.add_parser("dataset-stats", help="class frequencies, instance sizes and overlays of a canonical split")
+    s.add_argument("path")
+    s.add_argument("--out", required=True)
+    s.add_argument("--max-overlays", type=int, default=8)
+    s.set_defaults(func=cmd_dataset_stats)
+
     s = sub.add_parser("train", help="stage 1 (Mask R-CNN) or stage 2 (semantic/IMP head) training")
     s.add_argument("--stage", type=int, choices=[1, 2], required=True)
     s.add_argument("--data", required=True, help="canonical training split")
@@ -274,12 +309,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_predict)
 
+    s = sub.add_parser("import-predictions", help="another system's outputs (COCO results + semantic files) -> HDF5 cache")
+    s.add_argument("--data", required=True, help="canonical split the predictions are of")
+    s.add_argument("--instances", required=True, help="COCO results JSON (RLE masks, scores, native category ids)")
+    s.add_argument("--semantic", required=True, help="folder of {name}.npy (C x h x w probabilities) or {name}.png (class index, 255 void)")
+    s.add_argument("--semantic-format", choices=["npy", "png"], default="npy")
+    s.add_argument("--shard", type=_shard, default=(0, 1), help="I/K, 0-based: import only that shard's images")
+    s.add_argument("--model", default="imported", help="model name stored in the cache")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_import_predictions)
+
+    s = sub.add_parser("export-predictions", help="HDF5 cache -> COCO results JSON + semantic .npy (the import format)")
+    s.add_argument("--cache", required=True)
+    s.add_argument("--out", required=True, help="output folder: instances.json, semantic/{name}.npy")
+    s.add_argument("--threshold", type=float, default=0.5, help="mask binarisation: prob >= threshold")
+    s.set_defaults(func=cmd_export_predictions)
+
     s = sub.add_parser("fuse", help="fuse a prediction cache with one method")
     s.add_argument("--cache", required=True)
     s.add_argument("--method", required=True)
     s.add_argument("--params", help="method params (JSON or file)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_fuse)
+
+    s = sub.add_parser("export-cityscapes", help="fused folder -> Cityscapes result formats for the official evaluators")
+    s.add_argument("--fused", required=True, help="fused output folder")
+    s.add_argument("--out", required=True)
+    s.add_argument("--formats", default="semantic,panoptic,instance", help="comma-separated subset of semantic,panoptic,instance")
+    s.add_argument("--split", default="val", help="names the panoptic JSON: cityscapes_panoptic_SPLIT.json")
+    s.set_defaults(func=cmd_export_cityscapes)
 
     s = sub.add_parser("evaluate", help="metric state of a fused shard against ground truth")
     s.add_argument("--data", required=True)
@@ -296,8 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_gather)
 
     s = sub.add_parser("aggregate", help="metrics JSONs -> summary tables, plots, provenance")
-    s.add_argument("metrics", nargs="+")
-    s.add_argument("--params", help="report params (JSON or file)")
+    s.add_argument("metrics", nargs="+", help="gathered metrics JSONs (segfusion gather)")
+    s.add_argument("--params", help='report params (JSON or file): {"config": ..., "inputs": {"loss_curves", "qualitative", "gallery"}}')
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_aggregate)
     return parser

@@ -177,7 +177,7 @@ def _evaluate_cache(cache, gts: dict, classes):
     recalls, dets, seconds = [], [], []
     with CacheReader(cache) as reader:
         efficiency = dict(reader.provenance.get("efficiency") or {})
-        for cached in reader:
+        for cached in reader.iter_detections():  # the semantic part is not needed here
             gt = gts.get(cached.name)
             if gt is None:
                 continue

@@ -67,13 +67,19 @@ def all_gathered_metrics():
 
 
 def raw_inputs(wildcards):
+    """The raw data of a split: the generator's marker for synthetic data, else the raw folder."""
     d = config["datasets"][wildcards.dataset]
     if d.get("synthesize"):
-        return [
-            f"results/raw/{wildcards.dataset}/leftImg8bit/{wildcards.split}",
-            f"results/raw/{wildcards.dataset}/gtFine/{wildcards.split}",
-        ]
+        return [f"results/raw/{wildcards.dataset}/{wildcards.split}.synthesized"]
     return [d["raw"]]
+
+
+def all_dataset_stats():
+    return [
+        f"results/{dataset}/stats/{split}"
+        for dataset, d in config["datasets"].items()
+        for split in [d["train_split"], *d["eval_splits"]]
+    ]
 
 
 def stage_params(stage, variant=None, seed=0):

@@ -3,8 +3,7 @@
 
 rule synthesize:
     output:
-        images=directory("results/raw/{dataset}/leftImg8bit/{split}"),
-        labels=directory("results/raw/{dataset}/gtFine/{split}"),
+        marker="results/raw/{dataset}/{split}.synthesized",
     log:
         "results/logs/synthesize/{dataset}/{split}.log",
     conda:
@@ -24,7 +23,7 @@ rule synthesize:
         seed=lambda w: config["datasets"][w.dataset]["synthesize"]["seed"],
     shell:
         "segfusion synthesize --flavour {params.flavour} --out {params.raw} --split {wildcards.split}"
-        " --num {params.num} --size {params.size} --seed {params.seed} > {log} 2>&1"
+        " --num {params.num} --size {params.size} --seed {params.seed} > {log} 2>&1 && touch {output.marker}"
 
 
 rule convert:
@@ -50,3 +49,20 @@ rule convert:
     shell:
         "segfusion convert --format {params.fmt} --raw {params.raw} --split {wildcards.split} --out {output}"
         " --threads {threads} --params {params.options:q} {params.skip_bad} > {log} 2>&1"
+
+
+rule dataset_stats:
+    input:
+        "results/{dataset}/data/{split}",
+    output:
+        directory("results/{dataset}/stats/{split}"),
+    log:
+        "results/logs/dataset_stats/{dataset}/{split}.log",
+    conda:
+        "../../envs/segfusion.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "segfusion dataset-stats {input} --out {output} > {log} 2>&1"

@@ -1,33 +1,62 @@
 """The HDF5 prediction cache (DESIGN.md "Prediction cache"): raw soft outputs, never fused.
 
-One file per shard. File attributes: ``format_version``, ``model``, ``config_hash``,
-``classes`` (JSON), ``provenance`` (JSON). One group per image (named by image name):
+One file per shard, format version 2. File attributes: ``format_version``, ``model``,
+``config_hash``, ``classes`` (JSON), ``provenance`` (JSON), ``num_images``. Layout::
 
-    semantic_prob  (C, h, w) uint8, value = round(p * 255), chunked + gzip/shuffle.
-                   Quantisation error is at most 1/510 per probability; the argmax can only
-                   change where the top two classes are within 1/255 (see tests).
-    boxes (N, 4) float32, scores (N,) float32, labels (N,) int16, mask_prob (N, 28, 28) float16
-    proposals (P, 4) float16 (optional, for RPN recall)
-    attrs: image_id, image_size (H, W), forward_seconds
+    /index/names     (I,) UTF-8 image names, in image-id order     (written on close)
+    /index/ids       (I,) int64 image ids, ascending
+    /images/{name}/  one group per image:
+        semantic_prob  (C, h, w) uint8, value = round(p * 255), chunk (1, h, w), Zstd
+        boxes (N, 4) float32, scores (N,) float32, labels (N,) int16 class index
+        mask_prob      (N, M, M) float16 box-relative masks (M = 28), shuffle + Zstd, or
+        mask_image     (N, H, ceil(W / 8)) uint8: binary image-relative masks bit-packed
+                       along W (``numpy.packbits``), chunk (1, H, ceil(W / 8)), Zstd;
+                       written by ``segfusion import-predictions`` (COCO RLE results)
+        proposals      (P, 4) float16 (optional, for RPN recall)
+        canvas         (K, h, w) float16 (optional, e.g. an IMP canvas), shuffle + Zstd
+        attrs: image_id, image_size (H, W), forward_seconds
 
-Written to a temporary name and renamed on close, so a killed job never leaves a file
-that looks complete. Readers check ``format_version`` and, when asked, ``config_hash``.
+Accuracy of the quantised semantic probabilities: a probability ``p`` in [0, 1] is stored
+as ``q = rint(255 p)`` and read as ``q / 255``, so the error is at most 1/510 per value. The
+argmax over classes can only change where the two largest probabilities are within 1/255
+of each other (two values more than 1/255 apart never swap order after rounding each by at
+most 1/510; exact ties are resolved towards the lower class index both before and after).
+The bilinear upsampling done by fusion is linear, so upsampled values inherit the same
+1/510 bound. Mask probabilities are float16 (error below 2.5e-4 around 0.5).
+
+Compression: Zstandard (HDF5 filter 32015, from ``hdf5plugin``, imported here so every
+reader can decode it). On softmax outputs it gives files ~15 % smaller than gzip level 4
+and compresses ~3x and decompresses ~2.5x faster (``benchmarks/bench_cache.py``); gzip
+remains available through ``CacheWriter(compression="gzip")`` and either is read
+transparently.
+
+Written to a temporary name and renamed on close, so a killed job never leaves a file that
+looks complete. Readers check ``format_version`` and, when asked, ``config_hash``; a
+missing, truncated or corrupt file is a `CacheError` naming the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import h5py
+import hdf5plugin  # noqa: F401  (registers the Zstd filter with HDF5, for writing and reading)
 import numpy as np
 
+from segfusion.inference.paste import Crop, paste_masks
 from segfusion.io.atomic import atomic_path
 from segfusion.types import ClassInfo, Instances, SemanticPrediction
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+COMPRESSIONS = ("zstd", "gzip")
+"""Compression filters `CacheWriter` can write; HDF5 decodes either on read."""
+ZSTD_LEVEL = 1
+GZIP_LEVEL = 4
 
 
 class CacheError(ValueError):
@@ -35,48 +64,158 @@ class CacheError(ValueError):
 
 
 @dataclass
+class CachedDetections:
+    """The instance part of one cached image (no semantic probabilities are read).
+
+    proposals: (P, 4) float32 RPN proposals, or None when the model stored none.
+    forward_seconds: measured network time of the image (its batch's time / batch size).
+    """
+
+    name: str
+    image_id: int
+    instances: Instances
+    proposals: np.ndarray | None
+    forward_seconds: float
+
+
+@dataclass
 class CachedImage:
+    """Everything cached for one image.
+
+    pasted:  with ``read(name, paste=True)``, one image-relative mask per instance as
+             `segfusion.inference.paste` crops ``(crop (h, w) float32, (y0, x0))``;
+             see `image_masks` for full (N, H, W) arrays.
+    canvas:  (K, h, w) float32, when the model stored one (e.g. IMP's canvas).
+    """
+
     name: str
     image_id: int
     instances: Instances
     semantic: SemanticPrediction
     proposals: np.ndarray | None
     forward_seconds: float
+    canvas: np.ndarray | None = None
+    pasted: list[Crop] | None = None
+
+    def image_masks(self, threshold: float | None = None) -> np.ndarray:
+        """(N, H, W) float32 image-relative masks, or bool ``prob >= threshold``.
+
+        Built from ``pasted`` (pasting now when the image was read without ``paste=True``).
+        For small images and tests: 100 masks at 1024×2048 take 800 MB.
+        """
+        crops = self.pasted if self.pasted is not None else paste_masks(self.instances)
+        height, width = self.instances.image_size
+        full = np.zeros((len(crops), height, width), np.float32)
+        for i, (crop, (y0, x0)) in enumerate(crops):
+            full[i, y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+        return full if threshold is None else full >= threshold
 
 
 def quantize(prob: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
+    """Probabilities (any shape, float) -> uint8 ``rint(255 * clip(p, 0, 1))``.
+
+    Raises ValueError on NaN (a NaN probability is a bug upstream, not a value to store).
+    """
+    t = np.clip(np.asarray(prob, dtype=np.float32), 0.0, 1.0)
+    t *= np.float32(255.0)
+    np.rint(t, out=t)
+    if np.isnan(t).any():
+        raise ValueError("quantize: probabilities contain NaN")
+    return t.astype(np.uint8)
 
 
 def dequantize(q: np.ndarray) -> np.ndarray:
-    return q.astype(np.float32) * np.float32(1.0 / 255.0)
+    """uint8 -> float32 ``q / 255`` (the inverse of `quantize`, error at most 1/510)."""
+    out = q.astype(np.float32)
+    out *= np.float32(1.0 / 255.0)
+    return out
+
+
+def pack_masks(masks: np.ndarray) -> np.ndarray:
+    """Binary masks (N, H, W) (bool, or values ``>= 0.5`` are on) -> (N, H, ceil(W / 8)) uint8 bits."""
+    m = np.asarray(masks)
+    if m.dtype != bool:
+        m = m >= 0.5
+    return np.packbits(m, axis=-1)
+
+
+def unpack_masks(packed: np.ndarray, width: int) -> np.ndarray:
+    """Inverse of `pack_masks`: (N, H, ceil(W / 8)) uint8 -> (N, H, W) bool."""
+    return np.unpackbits(packed, axis=-1, count=width).view(bool)
+
+
+def _filter(compression: str, shuffle: bool) -> dict[str, Any]:
+    """h5py ``create_dataset`` keywords of one compression choice."""
+    if compression == "zstd":
+        return {**hdf5plugin.Zstd(clevel=ZSTD_LEVEL), "shuffle": shuffle}
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": GZIP_LEVEL, "shuffle": shuffle}
+    raise ValueError(f"unknown cache compression {compression!r}; valid: {list(COMPRESSIONS)}")
 
 
 class CacheWriter:
-    """Context manager: ``with CacheWriter(path, ...) as w: w.add(...)``; renamed into place on success."""
+    """Context manager: ``with CacheWriter(path, ...) as w: w.add(...)``; renamed into place on success.
 
-    def __init__(self, path: str | os.PathLike, model: str, config_hash: str, classes: ClassInfo, provenance: dict | None = None):
+    compression: ``"zstd"`` (default) or ``"gzip"`` for the large datasets.
+    ``config_hash`` may be reassigned before the writer closes (``segfusion
+    import-predictions`` hashes its inputs while reading them).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        model: str,
+        config_hash: str,
+        classes: ClassInfo,
+        provenance: dict | None = None,
+        compression: str = "zstd",
+    ):
         self.path = Path(path)
+        _filter(compression, False)  # validate early
+        self.compression = compression
+        self.model = model
+        self.config_hash = config_hash
+        self.classes = classes
+        self.provenance = dict(provenance or {})
         self._ctx = atomic_path(self.path, suffix=".h5")
-        self._attrs = {
-            "format_version": FORMAT_VERSION,
-            "model": model,
-            "config_hash": config_hash,
-            "classes": classes.to_json(),
-            "provenance": json.dumps(provenance or {}),
-        }
-        self.count = 0
+        self._names: list[str] = []
+        self._ids: list[int] = []
+
+    @property
+    def count(self) -> int:
+        """Images added so far."""
+        return len(self._names)
+
+    def _write_attrs(self) -> None:
+        attrs = self._file.attrs
+        attrs["format_version"] = FORMAT_VERSION
+        attrs["model"] = self.model
+        attrs["config_hash"] = self.config_hash
+        attrs["classes"] = self.classes.to_json()
+        attrs["provenance"] = json.dumps(self.provenance)
+        attrs["num_images"] = self.count
 
     def __enter__(self) -> "CacheWriter":
         tmp = self._ctx.__enter__()
-        self._file = h5py.File(tmp, "w")
-        for k, v in self._attrs.items():
-            self._file.attrs[k] = v
+        try:
+            self._file = h5py.File(tmp, "w")
+            self._images = self._file.create_group("images")
+            self._write_attrs()
+        except BaseException:
+            self._ctx.__exit__(*sys.exc_info())
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        self._file.attrs["num_images"] = self.count
-        self._file.close()
+        try:
+            if exc_type is None:
+                order = np.argsort(np.asarray(self._ids, np.int64), kind="stable")
+                index = self._file.create_group("index")
+                index.create_dataset("names", data=[self._names[i] for i in order], dtype=h5py.string_dtype())
+                index.create_dataset("ids", data=np.asarray(self._ids, np.int64)[order].reshape(-1))
+                self._write_attrs()
+        finally:
+            self._file.close()
         return self._ctx.__exit__(exc_type, exc, tb)
 
     def add(
@@ -87,30 +226,114 @@ class CacheWriter:
         boxes: np.ndarray,
         scores: np.ndarray,
         labels: np.ndarray,
-        mask_prob: np.ndarray,
+        mask_prob: np.ndarray | None,
         semantic_prob: np.ndarray,
         proposals: np.ndarray | None = None,
         forward_seconds: float = 0.0,
+        mask_image: np.ndarray | None = None,
+        canvas: np.ndarray | None = None,
     ) -> None:
-        g = self._file.create_group(name)
+        """Add one image's raw outputs.
+
+        image_size: (H, W). boxes (N, 4) x0, y0, x1, y1; scores (N,); labels (N,) class
+        index. Exactly one of mask_prob (N, M, M) box-relative probabilities or mask_image
+        (N, H, W) binary image-relative masks (bool, or on where ``>= 0.5``).
+        semantic_prob (C, h, w) probabilities in [0, 1] at any stride. proposals (P, 4).
+        canvas (K, h, w) any float values (stored as float16).
+        Raises CacheError naming the image on a duplicate name or inconsistent shapes.
+        """
+        where = f"{self.path}: image {name!r}"
+        if not name or "/" in name:
+            raise CacheError(f"{where}: image names must be non-empty and contain no '/'")
+        if name in self._images:
+            raise CacheError(f"{where} was already added")
+        height, width = (int(v) for v in image_size)
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        scores = np.asarray(scores, np.float32).reshape(-1)
+        labels = np.asarray(labels).reshape(-1)
+        n = len(boxes)
+        if len(scores) != n or len(labels) != n:
+            raise CacheError(f"{where}: boxes {n}, scores {len(scores)}, labels {len(labels)} disagree")
+        if n and (labels.min() < 0 or labels.max() >= self.classes.num_classes):
+            raise CacheError(f"{where}: labels {sorted(set(labels.tolist()))} outside 0..{self.classes.num_classes - 1}")
+        if (mask_prob is None) == (mask_image is None):
+            raise CacheError(f"{where}: give exactly one of mask_prob or mask_image")
+        sem = np.asarray(semantic_prob)
+        if sem.ndim != 3:
+            raise CacheError(f"{where}: semantic_prob must be (C, h, w), got {sem.shape}")
+        try:
+            q = quantize(sem)
+        except ValueError as err:
+            raise CacheError(f"{where}: {err}") from None
+
+        g = self._images.create_group(name)
         g.attrs["image_id"] = int(image_id)
-        g.attrs["image_size"] = np.asarray(image_size, np.int64)
+        g.attrs["image_size"] = np.asarray((height, width), np.int64)
         g.attrs["forward_seconds"] = float(forward_seconds)
-        q = quantize(semantic_prob)
         c, h, w = q.shape
-        g.create_dataset("semantic_prob", data=q, chunks=(1, h, w), compression="gzip", compression_opts=4, shuffle=True)
-        g.create_dataset("boxes", data=np.asarray(boxes, np.float32).reshape(-1, 4))
-        g.create_dataset("scores", data=np.asarray(scores, np.float32))
-        g.create_dataset("labels", data=np.asarray(labels, np.int16))
-        m = np.asarray(mask_prob, np.float16)
-        g.create_dataset("mask_prob", data=m, compression="gzip" if len(m) else None, shuffle=bool(len(m)))
+        g.create_dataset("semantic_prob", data=q, chunks=(1, max(h, 1), max(w, 1)) if q.size else None, **(_filter(self.compression, False) if q.size else {}))
+        g.create_dataset("boxes", data=boxes)
+        g.create_dataset("scores", data=scores)
+        g.create_dataset("labels", data=labels.astype(np.int16))
+        if mask_prob is not None:
+            m = np.asarray(mask_prob, np.float16)
+            if m.ndim != 3 or len(m) != n:
+                raise CacheError(f"{where}: mask_prob must be (N={n}, M, M), got {m.shape}")
+            g.create_dataset("mask_prob", data=m, **(_filter(self.compression, True) if n else {}))
+        else:
+            mi = np.asarray(mask_image)
+            if mi.shape != (n, height, width):
+                raise CacheError(f"{where}: mask_image must be (N, H, W) = {(n, height, width)}, got {mi.shape}")
+            packed = pack_masks(mi)
+            kw = _filter(self.compression, False) if n and height and width else {}
+            chunks = (1, *packed.shape[1:]) if kw else None
+            d = g.create_dataset("mask_image", data=packed, chunks=chunks, **kw)
+            d.attrs["width"] = width
         if proposals is not None:
             g.create_dataset("proposals", data=np.asarray(proposals, np.float16).reshape(-1, 4))
-        self.count += 1
+        if canvas is not None:
+            cv = np.asarray(canvas, np.float16)
+            if cv.ndim != 3:
+                raise CacheError(f"{where}: canvas must be (K, h, w), got {cv.shape}")
+            g.create_dataset("canvas", data=cv, chunks=(1, *cv.shape[1:]) if cv.size else None, **(_filter(self.compression, True) if cv.size else {}))
+        self._names.append(name)
+        self._ids.append(int(image_id))
+
+    def add_prediction(
+        self,
+        name: str,
+        image_id: int,
+        instances: Instances,
+        semantic: SemanticPrediction,
+        proposals: np.ndarray | None = None,
+        forward_seconds: float = 0.0,
+        canvas: np.ndarray | None = None,
+    ) -> None:
+        """`add` from typed records (either mask form of `Instances`)."""
+        if semantic.image_size != instances.image_size:
+            raise CacheError(f"{self.path}: image {name!r}: semantic size {semantic.image_size} differs from instances {instances.image_size}")
+        self.add(
+            name,
+            image_id,
+            instances.image_size,
+            instances.boxes,
+            instances.scores,
+            instances.labels,
+            instances.mask_prob,
+            semantic.prob,
+            proposals=proposals,
+            forward_seconds=forward_seconds,
+            mask_image=instances.mask_image,
+            canvas=canvas,
+        )
 
 
 class CacheReader:
-    """Read a cache; iterate `CachedImage` in image-id order."""
+    """Read a cache; iterate `CachedImage` in image-id order.
+
+    ``read(name)`` gives everything, ``read_detections(name)`` only the instances (fast: no
+    semantic probabilities are decompressed), ``read_semantic(name)`` only the semantic part.
+    """
 
     def __init__(self, path: str | os.PathLike, expect_config_hash: str | None = None):
         self.path = Path(path)
@@ -121,24 +344,39 @@ class CacheReader:
             attrs = dict(self._file.attrs)
         except OSError as err:
             raise CacheError(f"{self.path}: corrupt or truncated HDF5 prediction cache ({err})") from None
+        try:
+            self._open(attrs, expect_config_hash)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _open(self, attrs: dict, expect_config_hash: str | None) -> None:
         version = attrs.get("format_version")
         if version != FORMAT_VERSION:
             raise CacheError(f"{self.path}: cache format_version {version}, this segfusion reads {FORMAT_VERSION}; re-run predict")
+        self.format_version = int(version)
         self.config_hash = str(attrs.get("config_hash"))
         if expect_config_hash is not None and expect_config_hash != self.config_hash:
             raise CacheError(
                 f"{self.path}: stale cache: config_hash {self.config_hash} differs from the expected {expect_config_hash}; re-run predict"
             )
-        self.model = str(attrs.get("model"))
-        self.classes = ClassInfo.from_json(attrs["classes"])
-        self.provenance = json.loads(attrs.get("provenance", "{}"))
         try:
-            self.names = sorted(self._file.keys(), key=lambda n: int(self._file[n].attrs["image_id"]))
-        except (OSError, KeyError) as err:
-            raise CacheError(f"{self.path}: corrupt cache index ({err})") from None
+            self.model = str(attrs["model"])
+            self.classes = ClassInfo.from_json(attrs["classes"])
+            self.provenance = json.loads(attrs.get("provenance", "{}"))
+            self.names: list[str] = [n.decode() if isinstance(n, bytes) else str(n) for n in self._file["index/names"][()]]
+            self.image_ids: list[int] = [int(i) for i in self._file["index/ids"][()]]
+            self._images = self._file["images"]
+        except (OSError, KeyError, ValueError) as err:
+            raise CacheError(f"{self.path}: corrupt or incomplete cache index ({err})") from None
+        if len(self.names) != len(self.image_ids) or len(self.names) != int(attrs.get("num_images", -1)):
+            raise CacheError(f"{self.path}: corrupt cache index ({len(self.names)} names, {len(self.image_ids)} ids, num_images {attrs.get('num_images')})")
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._images
 
     def close(self) -> None:
         self._file.close()
@@ -149,25 +387,71 @@ class CacheReader:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def read(self, name: str) -> CachedImage:
+    def _group(self, name: str) -> h5py.Group:
         try:
-            g = self._file[name]
-            size = tuple(int(v) for v in g.attrs["image_size"])
-            inst = Instances(
-                boxes=g["boxes"][()],
-                scores=g["scores"][()],
-                labels=g["labels"][()].astype(np.int64),
-                image_size=size,
-                mask_prob=g["mask_prob"][()].astype(np.float32),
-            )
-            sem = SemanticPrediction(dequantize(g["semantic_prob"][()]), size)
-            proposals = g["proposals"][()].astype(np.float32) if "proposals" in g else None
-            return CachedImage(name, int(g.attrs["image_id"]), inst, sem, proposals, float(g.attrs["forward_seconds"]))
+            return self._images[name]
+        except KeyError:
+            raise CacheError(f"{self.path}: no image {name!r} in the cache") from None
+
+    def _guard(self, name: str, read):
+        """Run ``read()``; turn h5py's errors into a CacheError naming the file and image."""
+        try:
+            return read()
+        except CacheError:
+            raise
         except KeyError as err:
             raise CacheError(f"{self.path}: image {name!r} is missing or incomplete ({err})") from None
-        except OSError as err:
+        except (OSError, ValueError) as err:
             raise CacheError(f"{self.path}: image {name!r} cannot be read, the file is corrupt ({err})") from None
 
-    def __iter__(self):
+    def _instances(self, g: h5py.Group, size: tuple[int, int]) -> Instances:
+        boxes, scores, labels = g["boxes"][()], g["scores"][()], g["labels"][()].astype(np.int64)
+        if "mask_prob" in g:
+            return Instances(boxes, scores, labels, size, mask_prob=g["mask_prob"][()].astype(np.float32))
+        d = g["mask_image"]
+        return Instances(boxes, scores, labels, size, mask_image=unpack_masks(d[()], int(d.attrs["width"])))
+
+    def read_detections(self, name: str) -> CachedDetections:
+        """Instances, proposals and timing of image ``name``; the semantic part is not read."""
+
+        def read() -> CachedDetections:
+            g = self._group(name)
+            a = g.attrs
+            size = tuple(int(v) for v in a["image_size"])
+            proposals = g["proposals"][()].astype(np.float32) if "proposals" in g else None
+            return CachedDetections(name, int(a["image_id"]), self._instances(g, size), proposals, float(a["forward_seconds"]))
+
+        return self._guard(name, read)
+
+    def read_semantic(self, name: str) -> SemanticPrediction:
+        """The dequantised (C, h, w) float32 semantic probabilities of image ``name``."""
+
+        def read() -> SemanticPrediction:
+            g = self._group(name)
+            size = tuple(int(v) for v in g.attrs["image_size"])
+            return SemanticPrediction(dequantize(g["semantic_prob"][()]), size)
+
+        return self._guard(name, read)
+
+    def read(self, name: str, paste: bool = False) -> CachedImage:
+        """Everything cached for image ``name``; ``paste=True`` also pastes the masks (`CachedImage.pasted`)."""
+        det = self.read_detections(name)
+        sem = self.read_semantic(name)
+
+        def canvas() -> np.ndarray | None:
+            g = self._group(name)
+            return g["canvas"][()].astype(np.float32) if "canvas" in g else None
+
+        cached = CachedImage(det.name, det.image_id, det.instances, sem, det.proposals, det.forward_seconds, self._guard(name, canvas))
+        if paste:
+            cached.pasted = paste_masks(det.instances)
+        return cached
+
+    def iter_detections(self) -> Iterator[CachedDetections]:
+        """`read_detections` of every image, in image-id order."""
+        for name in self.names:
+            yield self.read_detections(name)
+
+    def __iter__(self) -> Iterator[CachedImage]:
         for name in self.names:
             yield self.read(name)

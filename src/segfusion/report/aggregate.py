@@ -1,9 +1,22 @@
-"""`segfusion aggregate`: metrics JSONs -> metrics.csv (tidy), tables.md, plots/, provenance.json.
+"""`segfusion aggregate`: gathered metrics JSONs -> the summary folder.
 
-Tables follow the papers' layouts: IMP Table 1 (BBox AP, Mask AP, mIoU, mAcc per model
-variant, semantic metrics from the ``semantic`` fusion, i.e. the head's own output),
-Costea / Seamless Table 1 (PQ, PQ_St, PQ_Th, PQ†, AP_M, IoU per fusion method) and IMP
-Table 4 (per-class IoU with and without IMP). With several seeds, cells show mean ± std.
+Writes, into ``out_dir``:
+
+* ``metrics.csv``: tidy rows ``dataset, model, fusion, split, seed, metric, value`` (every
+  numeric headline metric, the bootstrap bounds as ``pq_ci_lo`` ... ``miou_ci_hi``, and the
+  per-class IoU as ``iou/{class}``);
+* ``per_image.csv``: ``dataset, model, fusion, split, seed, image, pq, miou``;
+* ``tables.md``: the paper-style tables of `segfusion.report.tables`;
+* ``plots/``: the figures of `segfusion.report.plots` and `segfusion.report.qualitative`
+  (the folder's PNGs are replaced on every run);
+* ``provenance.json``: package version, git commit, config hash, seeds, library versions
+  (torch and snakemake included, read from package metadata: torch is never imported),
+  the inputs and the figures written.
+
+``params``: ``{"config": the workflow config (hashed; its fusion params place the unswept
+method on sweep plots), "inputs": {"loss_curves": [{"dataset", "model", "seed", "stage",
+"path"}], "qualitative": [grid specs], "gallery": [gallery specs]}}`` (see
+`segfusion.report.workflow_inputs`, which builds it from the config).
 """
 
 from __future__ import annotations
@@ -13,24 +26,31 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from segfusion.io.atomic import atomic_path, read_json, write_json
 from segfusion.provenance import provenance
+from segfusion.report import plots, qualitative
+from segfusion.report.tables import imp_pairs, tables_markdown
 
 KEYS = ["dataset", "model", "fusion", "split", "seed"]
 
 
 def tidy_rows(results: list[dict]) -> pd.DataFrame:
+    """One row per (result, numeric metric); bootstrap intervals as ``*_ci_lo`` / ``*_ci_hi``."""
     rows = []
     for r in results:
         meta = {k: r["meta"].get(k) for k in KEYS}
         for metric, value in r["metrics"].items():
-            if isinstance(value, (int, float)) and value is not None:
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, (int, float)):
                 rows.append({**meta, "metric": metric, "value": float(value)})
+            elif metric.endswith("_ci") and isinstance(value, list) and len(value) == 2:
+                rows.append({**meta, "metric": f"{metric}_lo", "value": float(value[0])})
+                rows.append({**meta, "metric": f"{metric}_hi", "value": float(value[1])})
         per_class = r.get("details", {}).get("semantic", {}).get("iou")
-        names = r["meta"].get("class_names")
+        names = r["meta"].get("class_names") or _class_names(r)
         if per_class and names:
             for name, v in zip(names, per_class):
                 if v is not None:
@@ -38,100 +58,120 @@ def tidy_rows(results: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=KEYS + ["metric", "value"])
 
 
-def _cell(values: pd.Series, scale: float = 100.0) -> str:
-    v = values.dropna().to_numpy() * scale
-    if len(v) == 0:
-        return "–"
-    if len(v) == 1:
-        return f"{v[0]:.1f}"
-    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}"
+def _class_names(result: dict) -> list[str] | None:
+    """Class names from the panoptic details (``per_class`` keeps the class order)."""
+    per_class = result.get("details", {}).get("panoptic", {}).get("per_class")
+    return list(per_class) if per_class else None
 
 
-def _table(df: pd.DataFrame, index: list[str], columns: dict[str, str]) -> str:
-    """Markdown table: one row per ``index`` group, one column per metric (label -> metric key)."""
-    lines = ["| " + " | ".join(index + list(columns)) + " |", "|" + "---|" * (len(index) + len(columns))]
-    for key, group in df.groupby(index, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        cells = [_cell(group[group.metric == m].value) for m in columns.values()]
-        lines.append("| " + " | ".join([str(k) for k in key] + cells) + " |")
-    return "\n".join(lines)
-
-
-def tables_markdown(df: pd.DataFrame, config_hash: str) -> str:
-    out = [f"# segfusion results\n\nconfig hash `{config_hash}`; all numbers in %, mean ± std over seeds where several ran.\n"]
-    for dataset, d in df.groupby("dataset"):
-        out.append(f"## {dataset}\n")
-        sem = d[d.fusion == "semantic"]
-        if len(sem):
-            out.append("### Models (IMP Table 1 layout; mIoU/mAcc of the semantic output, AP of the raw detections)\n")
-            out.append(
-                _table(sem, ["split", "model"], {"BBox AP": "ap_box_before_fusion", "Mask AP": "ap_mask_before_fusion", "mIoU": "miou", "mAcc": "macc", "mIoU things": "miou_things"})
-            )
-            base = sem[sem.metric == "miou_most_frequent_class"].value
-            if len(base):
-                out.append(f"\nTrivial baseline (most frequent class everywhere): mIoU {100 * base.iloc[0]:.1f}.\n")
-        out.append("### Fusion methods (Costea / Seamless Table 1 layout)\n")
-        out.append(
-            _table(d, ["split", "model", "fusion"], {"PQ": "pq", "PQ_St": "pq_stuff", "PQ_Th": "pq_things", "PQ†": "pq_dagger", "AP_M": "ap_mask", "IoU": "miou"})
-        )
-        out.append("")
-        per_class = sem[sem.metric.str.startswith("iou/")]
-        imp_models = sorted(m for m in per_class.model.unique() if m.endswith("_imp") and m[: -len("_imp")] in set(per_class.model))
-        for m in imp_models:
-            base_model = m[: -len("_imp")]
-            out.append(f"### Per-class IoU with and without IMP (IMP Table 4 layout): {base_model} vs {m}\n")
-            piv = per_class[per_class.model.isin([base_model, m])].pivot_table(index="metric", columns="model", values="value", aggfunc="mean")
-            lines = [f"| class | {base_model} | {m} | Δ |", "|---|---|---|---|"]
-            for metric, row in piv.iterrows():
-                delta = row.get(m, np.nan) - row.get(base_model, np.nan)
-                lines.append(f"| {metric[4:]} | {100 * row.get(base_model, np.nan):.1f} | {100 * row.get(m, np.nan):.1f} | {100 * delta:+.1f} |")
-            out.append("\n".join(lines) + "\n")
-    return "\n".join(out) + "\n"
-
-
-def plot_bars(df: pd.DataFrame, path: Path, metrics=("pq", "pq_things", "pq_stuff", "pq_dagger", "miou", "ap_mask")) -> None:
-    """Grouped bars: one group per metric, one bar per (model, fusion)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    d = df[df.metric.isin(metrics)]
-    if d.empty:
-        return
-    piv = d.groupby(["model", "fusion", "metric"]).value.mean().unstack("metric").reindex(columns=[m for m in metrics if m in set(d.metric)])
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(piv.columns) * max(1, len(piv)) / 3), 4))
-    width = 0.8 / max(len(piv), 1)
-    x = np.arange(len(piv.columns))
-    for i, (label, row) in enumerate(piv.iterrows()):
-        ax.bar(x + i * width, 100 * row.to_numpy(dtype=float), width, label=" / ".join(label))
-    ax.set_xticks(x + width * (len(piv) - 1) / 2)
-    ax.set_xticklabels(piv.columns)
-    ax.set_ylabel("%")
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title("metrics per model / fusion")
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+def per_image_rows(results: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        meta = {k: r["meta"].get(k) for k in KEYS}
+        for e in r.get("details", {}).get("per_image", []):
+            rows.append({**meta, "image": e.get("image"), "pq": e.get("pq"), "miou": e.get("miou")})
+    return pd.DataFrame(rows, columns=KEYS + ["image", "pq", "miou"])
 
 
 def config_digest(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _image_hw(results: list[dict]) -> dict[tuple[str, str], list[int]]:
+    out = {}
+    for r in results:
+        eff = r.get("details", {}).get("efficiency") or {}
+        if eff.get("flops_image_hw"):
+            out.setdefault((r["meta"].get("dataset"), r["meta"].get("model")), list(eff["flops_image_hw"]))
+    return out
+
+
+def _sweep_base_values(config: dict) -> dict[tuple[str, str], float]:
+    """(method, param) -> configured value of the unswept method, for params that are swept."""
+    out = {}
+    fusion_params = config.get("fusion", {}).get("params", {})
+    for method, grid in config.get("sweeps", {}).items():
+        for param in grid:
+            v = fusion_params.get(method, {}).get(param)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[(method, param)] = float(v)
+    return out
+
+
+def write_figures(df: pd.DataFrame, results: list[dict], plot_dir: Path, params: dict) -> list[Path]:
+    """Every figure of the report; returns the files written."""
+    inputs = params.get("inputs", {})
+    written: list[Path | None] = [plots.plot_bars(df, plot_dir / "metrics_bars.png")]
+    by_split: dict[tuple, list[dict]] = {}
+    for r in results:
+        by_split.setdefault((r["meta"].get("dataset"), r["meta"].get("split")), []).append(r)
+    for (dataset, split), rs in sorted(by_split.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        name = plots.safe_name(dataset, split)
+        written.append(plots.plot_boundary(rs, plot_dir / f"boundary-{name}.png", f"{dataset} / {split}: accuracy near boundaries (IMP Fig. 5)"))
+        sem = df[(df.dataset == dataset) & (df.split == split) & (df.fusion == "semantic")]
+        for base, imp in imp_pairs(sem[sem.metric.str.startswith("iou/")].model.unique()):
+            written.append(
+                plots.plot_iou_delta(sem, base, imp, plot_dir / f"iou_delta-{plots.safe_name(dataset, split, imp)}.png", f"{dataset} / {split}: per-class IoU gain of IMP (IMP Table 4)")
+            )
+        sw = plots.sweep_frame(df[(df.dataset == dataset) & (df.split == split)], _sweep_base_values(params.get("config", {})))
+        for (method, param), g in sw.groupby(["method", "param"]) if len(sw) else []:
+            written.append(plots.plot_sweep(g, plot_dir / f"sweep-{plots.safe_name(dataset, split, method, param)}.png", f"{dataset} / {split}: {method}, {param}"))
+    losses: dict[str, list[dict]] = {}
+    for c in inputs.get("loss_curves", []):
+        losses.setdefault(c["dataset"], []).append(c)
+    for dataset, curves in sorted(losses.items()):
+        written.append(plots.plot_losses(curves, plot_dir / f"loss-{plots.safe_name(dataset)}.png", f"{dataset}: training loss"))
+    for spec in inputs.get("qualitative", []):
+        written.append(qualitative.plot_qualitative(spec, plot_dir / f"qualitative-{plots.safe_name(spec['dataset'], spec['split'])}.png"))
+    for spec in inputs.get("gallery", []):
+        match = [
+            r for r in results
+            if (r["meta"].get("dataset"), r["meta"].get("split"), r["meta"].get("model"), r["meta"].get("fusion"), r["meta"].get("seed"))
+            == (spec["dataset"], spec["split"], spec["model"], spec["fusion"], spec.get("seed"))
+        ]  # fmt: skip
+        if not match:
+            raise ValueError(
+                f"aggregate: the gallery asks for {spec['model']} / {spec['fusion']} seed {spec.get('seed')} on "
+                f"{spec['dataset']} / {spec['split']}, which is not among the metrics given"
+            )
+        per_image = match[0].get("details", {}).get("per_image", [])
+        name = plots.safe_name(spec["dataset"], spec["split"], spec["model"], spec["fusion"])
+        written.append(qualitative.plot_worst(spec, per_image, plot_dir / f"worst-{name}.png"))
+    return [p for p in written if p is not None]
+
+
 def aggregate(metric_paths: list[str | os.PathLike], out_dir: str | os.PathLike, params: dict) -> pd.DataFrame:
+    """Write the summary folder (see the module docstring); returns the tidy metrics frame."""
     out_dir = Path(out_dir)
     results = [read_json(p) for p in metric_paths]
+    for p, r in zip(metric_paths, results):
+        if not isinstance(r, dict) or "meta" not in r or "metrics" not in r:
+            raise ValueError(f"{p}: not a gathered metrics JSON (needs 'meta' and 'metrics')")
     df = tidy_rows(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "metrics.csv", suffix=".csv") as tmp:
         df.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "per_image.csv", suffix=".csv") as tmp:
+        per_image_rows(results).to_csv(tmp, index=False)
     digest = config_digest(params.get("config", {}))
     with atomic_path(out_dir / "tables.md", suffix=".md") as tmp:
-        tmp.write_text(tables_markdown(df, digest))
-    (out_dir / "plots").mkdir(exist_ok=True)
-    plot_bars(df, out_dir / "plots" / "metrics_bars.png")
+        tmp.write_text(tables_markdown(df, digest, _image_hw(results)))
+    plot_dir = out_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    for old in plot_dir.glob("*.png"):
+        old.unlink()
+    figures = write_figures(df, results, plot_dir, params)
     seeds = sorted({r["meta"].get("seed") for r in results if r["meta"].get("seed") is not None})
-    write_json(out_dir / "provenance.json", {**provenance(), "config_hash": digest, "seeds": seeds, "inputs": [str(p) for p in metric_paths]}, indent=1)
+    write_json(
+        out_dir / "provenance.json",
+        {
+            **provenance(),
+            "config_hash": digest,
+            "seeds": seeds,
+            "inputs": [str(p) for p in metric_paths],
+            "loss_csvs": [c["path"] for c in params.get("inputs", {}).get("loss_curves", [])],
+            "figures": [p.name for p in figures],
+        },
+        indent=1,
+    )
     return df
