@@ -84,7 +84,7 @@ def random_prediction(split: CanonicalSplit, rec: ImageRecord, seed: int = 0) ->
 
 def write_cache(split: CanonicalSplit, records: list[ImageRecord], path: Path, seed: int = 0) -> Path:
     """A hand-made cache of ``records`` with `random_prediction` outputs."""
-    with CacheWriter(path, "hand_made", "seed{seed}", split.classes, {"test": True}) as w:
+    with CacheWriter(path, "hand_made", f"seed{seed}", split.classes, {"test": True}) as w:
         for rec in records:
             w.add(rec.name, rec.image_id, **random_prediction(split, rec, seed))
     return path
@@ -107,6 +107,20 @@ def metrics_of(data: Path, caches: list[Path], tmp: Path, method: str) -> dict:
         write_json(state, evaluate_fused(data, fused, cache, {}))
         states.append(state)
     return gather_states(states, {"method": method}, resamples=200)
+
+
+# Diagnostics that the shards carry as float sums (``rpn_recall_sum``, ``forward_seconds_sum``):
+# gather adds the shard sums, so regrouping the images changes the rounding in the last bit
+# (seen: rpn_recall 0.5551948051948052 vs ...051). Every other key must match exactly.
+FLOAT_SUM_KEYS = ("rpn_recall", "forward_ms_per_image")
+
+
+def assert_same_metrics(got: dict, expected: dict) -> None:
+    """Equal metric dicts: every key exactly, the float-sum diagnostics to 1e-12 relative."""
+    assert set(got) == set(expected)
+    for key in FLOAT_SUM_KEYS:
+        assert got[key] == pytest.approx(expected[key], rel=1e-12, abs=0), key
+    assert {k: v for k, v in got.items() if k not in FLOAT_SUM_KEYS} == {k: v for k, v in expected.items() if k not in FLOAT_SUM_KEYS}
 
 
 def _records(ids: list[int]) -> list[ImageRecord]:
@@ -143,7 +157,7 @@ def test_three_shards_give_the_metrics_of_one(street_canonical, tmp_path) -> Non
         m = one["metrics"]
         assert 0 < m["pq"] < 1 and 0 < m["miou"] < 1 and m["n_images"] == 6
         assert m["rpn_recall"] is not None and m["detections_per_image"] > 0 and m["forward_ms_per_image"] > 0
-        assert three["metrics"] == m  # every key, exactly
+        assert_same_metrics(three["metrics"], m)
         assert three["details"]["per_image"] == one["details"]["per_image"]
 
 
@@ -161,4 +175,4 @@ def test_more_shards_than_images_work_end_to_end(street_canonical, tmp_path) -> 
     assert state["n_images"] == 0
     one = metrics_of(street_canonical, [write_cache(split, split.images, tmp_path / "whole.h5")], tmp_path / "one", "kirillov")
     many = metrics_of(street_canonical, parts, tmp_path / "many", "kirillov")
-    assert many["metrics"] == one["metrics"]
+    assert_same_metrics(many["metrics"], one["metrics"])

@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from segfusion.evaluation import BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES
+
 PERCENT = 100.0
 
 
@@ -190,8 +192,8 @@ def tables_markdown(df: pd.DataFrame, config_hash: str, image_hw: dict[tuple[str
     out = [
         "# segfusion results\n",
         f"config hash `{config_hash}`; seeds {seeds}; all quality numbers in %, mean ± std (ddof 1) over seeds "
-        "where several ran; 95 % CI: percentile bootstrap over images (1000 resamples, fixed seed), "
-        "seed means of the bounds.\n",
+        f"where several ran; {100 * BOOTSTRAP_LEVEL:.0f} % CI: percentile bootstrap over images "
+        f"({BOOTSTRAP_RESAMPLES} resamples, fixed seed), seed means of the bounds.\n",
     ]
     for dataset, d in df.groupby("dataset"):
         out.append(f"## {dataset}\n")

@@ -105,14 +105,28 @@ def run_hash(params: dict, init_path: str | None) -> str:
     return h.hexdigest()[:12]
 
 
-def save_checkpoint(path: Path, model, optimizer, iteration: int, history: list[dict]) -> None:
+def save_checkpoint(path: Path, model, optimizer, iteration: int, history: list[dict], **extra) -> None:
+    """Resume state of a run: weights, optimizer, this process's torch RNG, loss history.
+
+    ``extra`` adds keys (the loop stores every rank's RNG state, the world size and the
+    validation history). Written to a temporary name and renamed, so a kill never leaves a
+    truncated checkpoint.
+    """
     payload = {
         "iteration": iteration,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "history": history,
+        **extra,
     }
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
+
+
+def save_best(path: Path, model, iteration: int, metric: str, value: float) -> None:
+    """The weights of the best validation so far (``keep_best``), with where they come from."""
+    payload = {"iteration": iteration, "metric": metric, "value": value, "model": model.state_dict()}
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(payload, tmp)
 
