@@ -176,3 +176,13 @@ def test_single_result_without_optional_parts(tmp_path):
     assert "IMP Table 4" not in tables  # no IMP pair
     assert (tmp_path / "s" / "plots" / "metrics_bars.png").exists()
     assert not list((tmp_path / "s" / "plots").glob("boundary-*"))
+
+
+def test_imp_table4_rows_follow_the_class_list(tmp_path):
+    base = make_result("m", "semantic", 0, pq=0.3, miou=0.4, iou=[0.5, None, 0.2])
+    imp = make_result("m_imp", "semantic", 0, pq=0.3, miou=0.4, iou=[0.6, 0.3, 0.1])
+    aggregate(write_results(tmp_path, [base, imp]), tmp_path / "s", {})
+    tables = (tmp_path / "s" / "tables.md").read_text()
+    rows = [line.split("|")[1].strip() for line in tables[tables.index("IMP Table 4") :].splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1:4] == ["road", "car", "person"]  # class order, even though 'car' is missing for m
+    assert "| car | – | 30.0 | – |" in tables and "| person | 20.0 | 10.0 | -10.0 |" in tables

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,7 +130,12 @@ def decode_detections(entries: list[tuple[int, dict]], record: ImageRecord, clas
                 rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width)) if seg else None
             else:
                 raise PredictionImportError(f"{where}: segmentation must be an RLE object or a polygon list, got {type(seg).__name__}")
-            mask = mask_utils.decode(rle).astype(bool) if rle is not None else np.zeros((height, width), bool)
+            if rle is None:
+                mask = np.zeros((height, width), bool)
+            else:
+                with warnings.catch_warnings():  # pycocotools' own numpy-2 deprecation notice, not ours
+                    warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+                    mask = mask_utils.decode(rle).astype(bool)
         except PredictionImportError:
             raise
         except (KeyError, TypeError, ValueError) as err:

@@ -206,6 +206,11 @@ class PanopticModel(nn.Module):
             losses["loss_semantic"] = semantic_loss(logits, target, bootstrap_fraction)
         return losses
 
+    def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]], **kwargs) -> dict[str, torch.Tensor]:
+        """The training losses (same as `losses`): DistributedDataParallel synchronises the
+        gradients of what goes through ``forward``, so the data-parallel loop calls the model."""
+        return self.losses(images, targets, **kwargs)
+
     @staticmethod
     def _semantic_target(semantics: list[torch.Tensor], il) -> torch.Tensor:
         """Resize each (H, W) map to its transformed size (nearest) and pad with 255 to the batch."""

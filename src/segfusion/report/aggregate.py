@@ -64,6 +64,15 @@ def _class_names(result: dict) -> list[str] | None:
     return list(per_class) if per_class else None
 
 
+def _dataset_classes(results: list[dict]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in results:
+        names = r["meta"].get("class_names") or _class_names(r)
+        if names:
+            out.setdefault(r["meta"].get("dataset"), list(names))
+    return out
+
+
 def per_image_rows(results: list[dict]) -> pd.DataFrame:
     rows = []
     for r in results:
@@ -102,6 +111,7 @@ def write_figures(df: pd.DataFrame, results: list[dict], plot_dir: Path, params:
     """Every figure of the report; returns the files written."""
     inputs = params.get("inputs", {})
     written: list[Path | None] = [plots.plot_bars(df, plot_dir / "metrics_bars.png")]
+    classes = _dataset_classes(results)
     by_split: dict[tuple, list[dict]] = {}
     for r in results:
         by_split.setdefault((r["meta"].get("dataset"), r["meta"].get("split")), []).append(r)
@@ -111,8 +121,11 @@ def write_figures(df: pd.DataFrame, results: list[dict], plot_dir: Path, params:
         sem = df[(df.dataset == dataset) & (df.split == split) & (df.fusion == "semantic")]
         for base, imp in imp_pairs(sem[sem.metric.str.startswith("iou/")].model.unique()):
             written.append(
-                plots.plot_iou_delta(sem, base, imp, plot_dir / f"iou_delta-{plots.safe_name(dataset, split, imp)}.png", f"{dataset} / {split}: per-class IoU gain of IMP (IMP Table 4)")
-            )
+                plots.plot_iou_delta(
+                    sem, base, imp, plot_dir / f"iou_delta-{plots.safe_name(dataset, split, imp)}.png",
+                    f"{dataset} / {split}: per-class IoU gain of IMP (IMP Table 4)", classes.get(dataset),
+                )
+            )  # fmt: skip
         sw = plots.sweep_frame(df[(df.dataset == dataset) & (df.split == split)], _sweep_base_values(params.get("config", {})))
         for (method, param), g in sw.groupby(["method", "param"]) if len(sw) else []:
             written.append(plots.plot_sweep(g, plot_dir / f"sweep-{plots.safe_name(dataset, split, method, param)}.png", f"{dataset} / {split}: {method}, {param}"))
@@ -155,7 +168,7 @@ def aggregate(metric_paths: list[str | os.PathLike], out_dir: str | os.PathLike,
         per_image_rows(results).to_csv(tmp, index=False)
     digest = config_digest(params.get("config", {}))
     with atomic_path(out_dir / "tables.md", suffix=".md") as tmp:
-        tmp.write_text(tables_markdown(df, digest, _image_hw(results)))
+        tmp.write_text(tables_markdown(df, digest, _image_hw(results), _dataset_classes(results)))
     plot_dir = out_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
     for old in plot_dir.glob("*.png"):

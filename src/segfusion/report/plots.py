@@ -76,7 +76,8 @@ def plot_bars(df: pd.DataFrame, path: Path, metrics: tuple[str, ...] = HEADLINE)
         width = 0.8 / max(len(mean), 1)
         x = np.arange(len(cols))
         for i, (label, row) in enumerate(mean.iterrows()):
-            ax.bar(x + i * width, PERCENT * row.to_numpy(float), width, yerr=PERCENT * std.loc[label].to_numpy(float), label=" / ".join(label), capsize=2)
+            ax.bar(x + i * width, PERCENT * row.to_numpy(float), width, yerr=PERCENT * std.loc[label].to_numpy(float),
+                   label=" / ".join(label), capsize=2, color=plt.get_cmap("tab20")(i % 20))  # fmt: skip
         ax.set_xticks(x + width * (len(mean) - 1) / 2)
         ax.set_xticklabels([LABELS.get(c, c) for c in cols])
         ax.set_ylabel("%")
@@ -134,10 +135,10 @@ def plot_boundary(results: list[dict], path: Path, title: str) -> Path | None:
     return save(fig, path)
 
 
-def plot_iou_delta(sem: pd.DataFrame, base: str, imp: str, path: Path, title: str) -> Path | None:
+def plot_iou_delta(sem: pd.DataFrame, base: str, imp: str, path: Path, title: str, classes: list[str] | None = None) -> Path | None:
     """Per-class IoU of ``imp`` minus ``base`` (percentage points), green above zero, red below."""
     plt = pyplot()
-    t = per_class_iou(sem, base, imp).dropna(subset=["delta"])
+    t = per_class_iou(sem, base, imp, classes).dropna(subset=["delta"])
     if t.empty:
         return None
     delta = PERCENT * t.delta.to_numpy(float)

@@ -89,14 +89,18 @@ def imp_pairs(models) -> list[tuple[str, str]]:
     return sorted((m[: -len("_imp")], m) for m in models if m.endswith("_imp") and m[: -len("_imp")] in models)
 
 
-def per_class_iou(sem: pd.DataFrame, base: str, imp: str) -> pd.DataFrame:
+def per_class_iou(sem: pd.DataFrame, base: str, imp: str, classes: list[str] | None = None) -> pd.DataFrame:
     """Per-class IoU seed means of ``base`` and ``imp`` (fractions) and ``delta`` = imp − base.
 
-    Index: class names in first-appearance order; columns ``base``, ``imp``, ``delta``,
-    ``base_std``, ``imp_std`` (NaN with one seed).
+    Index: class names in the order of ``classes`` (the dataset's class list; classes
+    without any IoU are left out), else in first-appearance order; columns ``base``,
+    ``imp``, ``delta``, ``base_std``, ``imp_std`` (NaN with one seed).
     """
     d = sem[sem.metric.str.startswith("iou/") & sem.model.isin([base, imp])]
     order = list(dict.fromkeys(d.metric))
+    if classes:
+        present = set(order)
+        order = [f"iou/{c}" for c in classes if f"iou/{c}" in present] + [m for m in order if m[len("iou/") :] not in set(classes)]
     stats = d.groupby(["metric", "model"]).value.agg(["mean", "std"]).unstack("model")
     out = pd.DataFrame(index=order)
     out["base"] = stats["mean"].get(base, pd.Series(dtype=float)).reindex(order)
@@ -114,8 +118,8 @@ def _mean_std(mean: float, std: float) -> str:
     return f"{PERCENT * mean:.1f}" if np.isnan(std) else f"{PERCENT * mean:.1f} ± {PERCENT * std:.1f}"
 
 
-def imp_table4(sem: pd.DataFrame, base: str, imp: str) -> str:
-    t = per_class_iou(sem, base, imp)
+def imp_table4(sem: pd.DataFrame, base: str, imp: str, classes: list[str] | None = None) -> str:
+    t = per_class_iou(sem, base, imp, classes)
     lines = [f"| class | {base} | {imp} | Δ |", "|---|---|---|---|"]
     for name, row in t.iterrows():
         delta = "–" if np.isnan(row.delta) else f"{PERCENT * row.delta:+.1f}"
@@ -185,9 +189,16 @@ def efficiency_table(d: pd.DataFrame, image_hw: dict[str, list[int]]) -> str:
     return "\n".join(lines)
 
 
-def tables_markdown(df: pd.DataFrame, config_hash: str, image_hw: dict[tuple[str, str], list[int]] | None = None) -> str:
-    """The whole ``tables.md``. ``image_hw``: (dataset, model) -> the FLOPs image size."""
+def tables_markdown(
+    df: pd.DataFrame,
+    config_hash: str,
+    image_hw: dict[tuple[str, str], list[int]] | None = None,
+    class_names: dict[str, list[str]] | None = None,
+) -> str:
+    """The whole ``tables.md``. ``image_hw``: (dataset, model) -> the FLOPs image size;
+    ``class_names``: dataset -> class list (row order of IMP Table 4)."""
     image_hw = image_hw or {}
+    class_names = class_names or {}
     seeds = sorted(df.seed.dropna().unique().tolist()) if len(df) else []
     out = [
         "# segfusion results\n",
@@ -215,7 +226,7 @@ def tables_markdown(df: pd.DataFrame, config_hash: str, image_hw: dict[tuple[str
         for split, s in sem.groupby("split"):
             for base_model, imp_model in imp_pairs(s[s.metric.str.startswith("iou/")].model.unique()):
                 out.append(f"### Per-class IoU with and without IMP (IMP Table 4 layout): {base_model} vs {imp_model}, {split}\n")
-                out.append(imp_table4(s, base_model, imp_model) + "\n")
+                out.append(imp_table4(s, base_model, imp_model, class_names.get(dataset)) + "\n")
         eff = efficiency_table(d, {m: hw for (ds, m), hw in image_hw.items() if ds == dataset})
         if eff:
             out.append("### Efficiency (IMP Table 6 / Seamless Sec. 5.4 layout)\n")

@@ -1,8 +1,11 @@
 """Pretrained weights from a local file (nothing is downloaded).
 
 Accepted files: a torchvision Mask R-CNN state dict (keys ``backbone.*``, ``rpn.*``,
-``roi_heads.*``, e.g. ``maskrcnn_resnet50_fpn`` trained on COCO), or a backbone state dict
-(torchvision ResNet keys ``conv1.*``, ``layer1.*``, … or ``body.*``).
+``roi_heads.*``, e.g. ``maskrcnn_resnet50_fpn`` trained on COCO), or a backbone state dict:
+a classification network's (torchvision ResNet keys ``conv1.*``, ``layer1.*``, …; ``fc.*`` is
+ignored; our ``tiny`` backbone's ``stem.*``, ``layer1.*``, …), or a backbone with FPN (``body.*``
+and ``fpn.*``, optionally under ``backbone.``). A ``module.`` prefix (a model saved from
+DistributedDataParallel) is stripped. Only tensors whose name and shape match are loaded.
 
 The class-specific predictor layers (box classifier, box regression, mask logits) are
 copied row by row through ``class_remap`` ({our class name: label in the checkpoint}),
@@ -40,6 +43,8 @@ def _read(path: str | os.PathLike) -> dict:
         state = state["model"]
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a state dict")
+    if state and all(k.startswith("module.") for k in state):  # saved from a DDP-wrapped model
+        state = {k[len("module."):]: v for k, v in state.items()}
     return state
 
 
@@ -78,10 +83,11 @@ def load_pretrained(model, path: str | os.PathLike, classes: ClassInfo, class_re
                     value = remap_predictor(value, target[ours], rows, _PER_CLASS[key])
                 if target[ours].shape == value.shape:
                     new[ours] = value
-    else:  # a backbone: ResNet keys or body.* keys
-        body_prefix = "detector.backbone.body." if model.detector is not None else "body.body."
+    else:  # a backbone: classifier keys (conv1.*, layer1.*), or a backbone + FPN (body.*, fpn.*)
+        root = "detector.backbone." if model.detector is not None else "body."
         for key, value in state.items():
-            ours = body_prefix + (key[len("body."):] if key.startswith("body.") else key)
+            key = key[len("backbone."):] if key.startswith("backbone.") else key
+            ours = root + (key if key.startswith(("body.", "fpn.")) else "body." + key)
             if ours in target and target[ours].shape == value.shape:
                 new[ours] = value
     if not new:

@@ -1,0 +1,217 @@
+"""Benchmark of the HDF5 prediction cache (`segfusion.inference.cache`), Zstd against gzip.
+
+Setting (Cityscapes-like, the targets of the issue "Inference and the HDF5 prediction
+cache"): a 1024 x 2048 image, 19 classes at stride 4 (19 x 256 x 512 probabilities) and 100
+detections with 28 x 28 masks and 1000 proposals. One thread; files are read back from the
+OS page cache right after writing (cold reads add the disk's time).
+
+Synthetic outputs shaped like a trained network's, since an untrained network's
+near-uniform softmax would compress unrealistically well or badly:
+
+* semantic: a layout of 32 x 32-cell regions with one class each, blurred at the region
+  borders, logits ``9 * layout + smooth noise`` (``--soft`` uses ``4 * layout + 1.5 noise``:
+  a much less confident network, worst case for compression), softmax;
+* masks: sigmoid of an elliptic blob with smooth noise, boxes log-uniform in [16, 512] px.
+
+Figures:
+
+1. size of one image, per dataset, for both compressions (target: <= 2 MB);
+2. reading the instances (boxes, scores, labels, masks, proposals) of ``--images`` (1000)
+   images (target: <= 5 s). That file stores a 19 x 1 x 1 semantic placeholder to keep the
+   benchmark short: instance reads never touch the semantic datasets;
+3. reading the full semantic probabilities (dequantised to float32) of
+   ``--semantic-images`` images, in images/s (target: >= 50);
+4. write overhead: the time of `CacheWriter.add` per image (quantisation, compression,
+   HDF5 write) relative to the forward time of a prediction. The reference forward is
+   measured on this CPU: the project's ``tiny`` panoptic_fpn model on one 1024 x 2048 image,
+   one thread (``--forward-ms`` gives another reference, e.g. a GPU time, instead). This
+   tiny model is far cheaper than an R50-FPN, so the ratio printed is an upper bound of the
+   overhead of a CPU run. The "break-even" forward time is the one at which writing adds
+   exactly 10 %.
+
+    python benchmarks/bench_cache.py [--images 1000] [--semantic-images 50] [--soft] [--forward-ms MS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from segfusion.datasets.cityscapes import cityscapes_classes  # noqa: E402
+from segfusion.inference.cache import COMPRESSIONS, CacheReader, CacheWriter, dequantize, quantize  # noqa: E402
+from segfusion.resize import resize_bilinear  # noqa: E402
+
+IMAGE_HW = (1024, 2048)
+NUM_CLASSES = 19
+STRIDE = 4
+NUM_DETECTIONS = 100
+NUM_PROPOSALS = 1000
+MASK_SIZE = 28
+
+
+def semantic_prob(rng: np.random.Generator, soft: bool = False) -> np.ndarray:
+    """(19, 256, 512) float32 softmax probabilities (module docstring)."""
+    c, (h, w) = NUM_CLASSES, (IMAGE_HW[0] // STRIDE, IMAGE_HW[1] // STRIDE)
+    cells = rng.integers(0, c, (h // 32, w // 32))
+    layout = np.repeat(np.repeat(cells, 32, 0), 32, 1)
+    onehot = (np.arange(c)[:, None, None] == layout[None]).astype(np.float32)
+    blurred = resize_bilinear(resize_bilinear(onehot, (h // 8, w // 8)), (h, w))
+    noise = resize_bilinear(rng.normal(0, 1.5 if soft else 1.0, (c, h // 16, w // 16)).astype(np.float32), (h, w))
+    logits = (4.0 if soft else 9.0) * blurred + noise
+    logits -= logits.max(0, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(0, keepdims=True)
+    return p.astype(np.float32)
+
+
+def detections(rng: np.random.Generator) -> dict:
+    """Keyword arguments of `CacheWriter.add` for 100 detections (no semantic part)."""
+    n = NUM_DETECTIONS
+    h, w = IMAGE_HW
+    side = np.exp(np.log(16) + rng.random(n) * np.log(512 / 16))
+    aspect = np.exp((rng.random(n) - 0.5) * 2 * np.log(2))
+    bw, bh = side * np.sqrt(aspect), side / np.sqrt(aspect)
+    cx, cy = rng.random(n) * w, rng.random(n) * h
+    boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1).astype(np.float32)
+    yy, xx = (np.mgrid[0:MASK_SIZE, 0:MASK_SIZE] + 0.5) / MASK_SIZE - 0.5
+    radius = rng.uniform(0.3, 0.5, (n, 2))
+    blob = 1 - (yy[None] / radius[:, :1, None]) ** 2 - (xx[None] / radius[:, 1:, None]) ** 2
+    noise = resize_bilinear(rng.normal(0, 0.3, (n, 7, 7)).astype(np.float32), (MASK_SIZE, MASK_SIZE))
+    masks = 1 / (1 + np.exp(-(8 * blob + noise)))
+    pc = rng.random((NUM_PROPOSALS, 2)) * (w, h)
+    ps = rng.uniform(8, 400, (NUM_PROPOSALS, 2))
+    return dict(
+        image_size=IMAGE_HW,
+        boxes=boxes,
+        scores=rng.random(n).astype(np.float32),
+        labels=rng.integers(11, NUM_CLASSES, n),
+        mask_prob=masks.astype(np.float32),
+        proposals=np.concatenate([pc - ps / 2, pc + ps / 2], 1).astype(np.float32),
+    )
+
+
+def dataset_sizes(path: Path) -> dict[str, int]:
+    """Stored bytes per dataset of the first image of a cache."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        g = f["images"][next(iter(f["images"]))]
+        return {k: int(g[k].id.get_storage_size()) for k in g}
+
+
+def measure_forward_ms() -> float:
+    """One-thread forward time of the tiny panoptic_fpn at 1024 x 2048 (after one warm-up run)."""
+    import torch
+
+    from segfusion.models.build import MODEL_PRESETS, Architecture, build_model
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model(MODEL_PRESETS["panoptic_fpn"], Architecture(test_min_size=IMAGE_HW[0], max_size=IMAGE_HW[1]), cityscapes_classes())
+    image = torch.rand(3, *IMAGE_HW)
+    model.predict([image])
+    t0 = time.perf_counter()
+    model.predict([image])
+    return 1000 * (time.perf_counter() - t0)
+
+
+def bench(compression: str, tmp: Path, sems: list[np.ndarray], dets: list[dict], n_instances: int) -> dict:
+    classes = cityscapes_classes()
+    out: dict = {}
+    one = tmp / f"one-{compression}.h5"
+    with CacheWriter(one, "bench", "h", classes, compression=compression) as w:
+        w.add("img0", 0, **dets[0], semantic_prob=sems[0])
+    out["size_mb"] = one.stat().st_size / 1e6
+    out["datasets"] = dataset_sizes(one)
+
+    path = tmp / f"semantic-{compression}.h5"
+    add_s = []
+    with CacheWriter(path, "bench", "h", classes, compression=compression) as w:
+        for i, sem in enumerate(sems):
+            t0 = time.perf_counter()
+            w.add(f"img{i:05d}", i, **dets[i % len(dets)], semantic_prob=sem, forward_seconds=0.1)
+            add_s.append(time.perf_counter() - t0)
+    out["write_ms"] = 1000 * float(np.median(add_s))
+    with CacheReader(path) as r:
+        t0 = time.perf_counter()
+        for name in r.names:
+            r.read_semantic(name)
+        out["semantic_images_per_s"] = len(r) / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for _ in r:
+            pass
+        out["full_images_per_s"] = len(r) / (time.perf_counter() - t0)
+
+    path = tmp / f"instances-{compression}.h5"
+    placeholder = np.full((NUM_CLASSES, 1, 1), 1 / NUM_CLASSES, np.float32)
+    with CacheWriter(path, "bench", "h", classes, compression=compression) as w:
+        for i in range(n_instances):
+            w.add(f"img{i:05d}", i, **dets[i % len(dets)], semantic_prob=placeholder)
+    t0 = time.perf_counter()
+    with CacheReader(path) as r:
+        count = sum(len(d.instances) for d in r.iter_detections())
+    out["instances_s"] = time.perf_counter() - t0
+    assert count == n_instances * NUM_DETECTIONS
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1000, help="images whose instances are read")
+    parser.add_argument("--semantic-images", type=int, default=50, help="images whose semantic part is read")
+    parser.add_argument("--soft", action="store_true", help="a low-confidence network's semantic outputs")
+    parser.add_argument("--forward-ms", type=float, help="reference forward time instead of measuring the tiny model")
+    args = parser.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    distinct = min(args.semantic_images, 8)  # distinct synthetic images, cycled
+    sems = [semantic_prob(rng, args.soft) for _ in range(distinct)]
+    sems = [sems[i % distinct] for i in range(args.semantic_images)]
+    dets = [detections(rng) for _ in range(distinct)]
+
+    p = sems[0]
+    q = dequantize(quantize(p))
+    top2 = np.sort(p, axis=0)[-2:]
+    flips = q.argmax(0) != p.argmax(0)
+    print(f"semantic ({'soft' if args.soft else 'confident'}): mean top probability {p.max(0).mean():.3f}; "
+          f"quantisation max error {np.abs(q - p).max():.5f} (bound 1/510 = {1 / 510:.5f}); "
+          f"argmax changed at {flips.mean():.2e} of stride-4 pixels, all with top-2 gap <= 1/255: "
+          f"{bool((top2[1] - top2[0])[flips].max(initial=0) <= 1 / 255 + 1e-7)}")
+
+    results = {}
+    with tempfile.TemporaryDirectory() as d:
+        for compression in COMPRESSIONS:
+            results[compression] = bench(compression, Path(d), sems, dets, args.images)
+    forward_ms = args.forward_ms if args.forward_ms is not None else measure_forward_ms()
+    source = "given" if args.forward_ms is not None else "measured: tiny panoptic_fpn, 1 CPU thread"
+
+    print(f"\n{'':28s}" + "".join(f"{c:>12s}" for c in COMPRESSIONS) + "       ratio zstd/gzip")
+    rows = [
+        ("size of one image (MB)", "size_mb", "{:12.3f}", "<= 2"),
+        ("write per image (ms)", "write_ms", "{:12.1f}", ""),
+        (f"instances of {args.images} images (s)", "instances_s", "{:12.2f}", "<= 5"),
+        ("semantic read (images/s)", "semantic_images_per_s", "{:12.1f}", ">= 50"),
+        ("full read (images/s)", "full_images_per_s", "{:12.1f}", ""),
+    ]
+    for label, key, fmt, target in rows:
+        vals = [results[c][key] for c in COMPRESSIONS]
+        ratio = results["zstd"][key] / results["gzip"][key]
+        print(f"{label:28s}" + "".join(fmt.format(v) for v in vals) + f"{ratio:12.2f}" + (f"   target {target}" if target else ""))
+    for c in COMPRESSIONS:
+        sizes = ", ".join(f"{k} {v / 1e3:.0f} kB" for k, v in sorted(results[c]["datasets"].items()))
+        print(f"{c} datasets: {sizes}")
+    print(f"\nforward time ({source}): {forward_ms:.0f} ms/image")
+    for c in COMPRESSIONS:
+        w = results[c]["write_ms"]
+        print(f"{c}: write adds {100 * w / forward_ms:.1f} % to prediction (target <= 10 %); break-even forward time {10 * w:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

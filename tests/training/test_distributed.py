@@ -1,0 +1,100 @@
+"""Data-parallel training: two CPU processes on gloo end with identical, finite weights."""
+
+import os
+import socket
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from segfusion.training.distributed import DistContext, rank_seed, rank_slice  # noqa: E402
+
+ARCH = {"min_size": (64,), "test_min_size": 64, "max_size": 128}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _build(data_dir):
+    from segfusion.datasets.canonical import CanonicalSplit
+    from segfusion.datasets.torch_dataset import PanopticTrainingData
+    from segfusion.models.build import MODEL_PRESETS, Architecture, build_model
+
+    split = CanonicalSplit(data_dir)
+    torch.manual_seed(5)
+    model = build_model(MODEL_PRESETS["maskrcnn_imp"], Architecture(**ARCH), split.classes)
+    return model, PanopticTrainingData(split)
+
+
+def _worker(rank, world, port, data_dir, val_dir, run_dir, out_dir):
+    """One training process (what torchrun would start): join the group, train, save its weights."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from segfusion.datasets.canonical import CanonicalSplit
+    from segfusion.training.distributed import init_distributed, shutdown
+    from segfusion.training.loop import LoopOptions, Schedule, train
+    from segfusion.training.validation import Validator
+
+    ctx = init_distributed("gloo", "cpu")
+    try:
+        assert (ctx.rank, ctx.world_size) == (rank, world)
+        model, data = _build(data_dir)
+        validator = Validator(CanonicalSplit(val_dir), stage=1, batch_size=2)
+        train(model, data, Schedule(iterations=3, lr=0.01), LoopOptions(seed=2, batch_size=2, checkpoint_every=1), run_dir,
+              progress=False, validator=validator, ctx=ctx)
+        torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        shutdown(ctx)
+
+
+@pytest.fixture(scope="module")
+def street_val(street_raw, tmp_path_factory):
+    from segfusion.datasets.registry import convert
+
+    out = tmp_path_factory.mktemp("canonical_val") / "val"
+    convert("cityscapes", street_raw, "val", out)
+    return out
+
+
+def test_rank_slices_partition_the_global_batch():
+    batch = [7, 3, 5, 1]
+    parts = [rank_slice(batch, DistContext(rank=r, world_size=2)) for r in range(2)]
+    assert parts == [[7, 3], [5, 1]]
+    with pytest.raises(ValueError, match="not divisible"):
+        rank_slice([1, 2, 3], DistContext(rank=0, world_size=2))
+    assert rank_seed(4, 0) == 4 and rank_seed(4, 1) != rank_seed(4, 2)
+
+
+def test_two_gloo_processes_end_with_identical_weights(street_canonical, street_val, tmp_path):
+    from segfusion.training.checkpoint import load_checkpoint
+    from segfusion.training.loop import LoopOptions, Schedule, train
+
+    run_dir = tmp_path / "run"
+    # One single-process iteration first: both ranks must resume from this same checkpoint.
+    model, data = _build(street_canonical)
+    train(model, data, Schedule(iterations=1, lr=0.01), LoopOptions(seed=2, batch_size=2, checkpoint_every=1), run_dir, progress=False)
+    after_one = {k: v.clone() for k, v in model.state_dict().items()}
+
+    # fork: the children inherit the imported modules (spawn would re-import torch in each).
+    torch.multiprocessing.start_processes(
+        _worker, args=(2, _free_port(), street_canonical, street_val, run_dir, tmp_path), nprocs=2, join=True, start_method="fork"
+    )
+
+    w0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    w1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    assert w0.keys() == w1.keys() == after_one.keys()
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k
+        assert torch.isfinite(w0[k].float()).all(), k
+    assert any(not torch.equal(w0[k], after_one[k]) for k in w0), "the two DDP iterations changed nothing"
+    state = load_checkpoint(run_dir / "last.pt")
+    assert state["iteration"] == 3 and state["world_size"] == 2 and len(state["rng_ranks"]) == 2
+    assert all(torch.equal(state["model"][k], w0[k]) for k in w0)  # rank 0 wrote the checkpoint
+    assert len((run_dir / "loss.csv").read_text().splitlines()) == 1 + 3  # one resumed history
+    val = (run_dir / "val.csv").read_text().splitlines()
+    assert len(val) == 2 and val[0].startswith("iteration,ap_mask")
+    assert val[1].split(",")[val[0].split(",").index("n_images")] == "3"  # 2 + 1 images merged over the ranks
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".pt") == ["rank0.pt", "rank1.pt"]
