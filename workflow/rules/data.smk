@@ -12,6 +12,7 @@ rule synthesize:
     resources:
         mem_mb=1000,
         runtime=30,
+        gpu=0,
     params:
         spec=lambda w: as_json(config["datasets"][w.dataset]["synthesize"]),
         raw=lambda w: config["datasets"][w.dataset]["raw"],
@@ -39,6 +40,7 @@ rule convert:
     resources:
         mem_mb=2000,
         runtime=120,
+        gpu=0,
     params:
         fmt=lambda w: config["datasets"][w.dataset]["format"],
         raw=lambda w: config["datasets"][w.dataset]["raw"],
@@ -64,5 +66,6 @@ rule dataset_stats:
     resources:
         mem_mb=2000,
         runtime=30,
+        gpu=0,
     shell:
         "segfusion dataset-stats {input} --out {output} > {log} 2>&1"

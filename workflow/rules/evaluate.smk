@@ -19,6 +19,7 @@ rule evaluate:
     resources:
         mem_mb=2000,
         runtime=60,
+        gpu=0,
     params:
         p=lambda w: as_json(config["evaluate"]),
     shell:
@@ -43,6 +44,7 @@ rule gather:
     resources:
         mem_mb=2000,
         runtime=30,
+        gpu=0,
     params:
         meta=lambda w: as_json(
             {

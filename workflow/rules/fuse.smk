@@ -19,6 +19,7 @@ rule fuse:
     resources:
         mem_mb=2000,
         runtime=60,
+        gpu=0,
     params:
         p=fusion_params,
         method=fusion_method,
