@@ -73,6 +73,19 @@ class ClassInfo:
         """Native category id -> class index."""
         return {int(i): k for k, i in enumerate(self.ids)}
 
+    def coco_categories(self) -> list[dict]:
+        """COCO-panoptic ``categories`` (native ids, isthing, color; Costea category as supercategory)."""
+        return [
+            {
+                "id": int(self.ids[k]),
+                "name": self.names[k],
+                "isthing": int(self.is_thing[k]),
+                "color": list(self.colors[k]),
+                "supercategory": self.category[k],
+            }
+            for k in range(self.num_classes)
+        ]
+
     def to_dict(self) -> dict:
         return {
             "names": list(self.names),

@@ -157,16 +157,7 @@ def convert_split(
 
 
 def _write_jsons(out: Path, records: list[dict], classes: ClassInfo) -> None:
-    categories = [
-        {
-            "id": int(classes.ids[k]),
-            "name": classes.names[k],
-            "isthing": int(classes.is_thing[k]),
-            "color": list(classes.colors[k]),
-            "supercategory": classes.category[k],
-        }
-        for k in range(classes.num_classes)
-    ]
+    categories = classes.coco_categories()
     images, annotations, instances = [], [], []
     ann_id = 1
     for image_id, r in enumerate(records):

@@ -3,8 +3,10 @@
 One file per shard, format version 2. File attributes: ``format_version``, ``model``,
 ``config_hash``, ``classes`` (JSON), ``provenance`` (JSON), ``num_images``. Layout::
 
-    /index/names     (I,) UTF-8 image names, in image-id order     (written on close)
-    /index/ids       (I,) int64 image ids, ascending
+    /index/names            (I,) UTF-8 image names, in image-id order   (written on close)
+    /index/ids              (I,) int64 image ids, ascending
+    /index/image_size       (I, 2) int64 (H, W)
+    /index/forward_seconds  (I,) float64
     /images/{name}/  one group per image:
         semantic_prob  (C, h, w) uint8, value = round(p * 255), chunk (1, h, w), Zstd
         boxes (N, 4) float32, scores (N,) float32, labels (N,) int16 class index
@@ -14,7 +16,8 @@ One file per shard, format version 2. File attributes: ``format_version``, ``mod
                        written by ``segfusion import-predictions`` (COCO RLE results)
         proposals      (P, 4) float16 (optional, for RPN recall)
         canvas         (K, h, w) float16 (optional, e.g. an IMP canvas), shuffle + Zstd
-        attrs: image_id, image_size (H, W), forward_seconds
+        attrs: image_id, image_size (H, W), forward_seconds (as in the index, which the
+               reader uses: one read at open instead of three per image)
 
 Accuracy of the quantised semantic probabilities: a probability ``p`` in [0, 1] is stored
 as ``q = rint(255 p)`` and read as ``q / 255``, so the error is at most 1/510 per value. The
@@ -180,6 +183,8 @@ class CacheWriter:
         self._ctx = atomic_path(self.path, suffix=".h5")
         self._names: list[str] = []
         self._ids: list[int] = []
+        self._sizes: list[tuple[int, int]] = []
+        self._seconds: list[float] = []
 
     @property
     def count(self) -> int:
@@ -213,6 +218,8 @@ class CacheWriter:
                 index = self._file.create_group("index")
                 index.create_dataset("names", data=[self._names[i] for i in order], dtype=h5py.string_dtype())
                 index.create_dataset("ids", data=np.asarray(self._ids, np.int64)[order].reshape(-1))
+                index.create_dataset("image_size", data=np.asarray(self._sizes, np.int64).reshape(-1, 2)[order])
+                index.create_dataset("forward_seconds", data=np.asarray(self._seconds, np.float64).reshape(-1)[order])
                 self._write_attrs()
         finally:
             self._file.close()
@@ -298,6 +305,8 @@ class CacheWriter:
             g.create_dataset("canvas", data=cv, chunks=(1, *cv.shape[1:]) if cv.size else None, **(_filter(self.compression, True) if cv.size else {}))
         self._names.append(name)
         self._ids.append(int(image_id))
+        self._sizes.append((height, width))
+        self._seconds.append(float(forward_seconds))
 
     def add_prediction(
         self,
@@ -366,17 +375,24 @@ class CacheReader:
             self.provenance = json.loads(attrs.get("provenance", "{}"))
             self.names: list[str] = [n.decode() if isinstance(n, bytes) else str(n) for n in self._file["index/names"][()]]
             self.image_ids: list[int] = [int(i) for i in self._file["index/ids"][()]]
+            sizes = self._file["index/image_size"][()]
+            seconds = self._file["index/forward_seconds"][()]
             self._images = self._file["images"]
         except (OSError, KeyError, ValueError) as err:
             raise CacheError(f"{self.path}: corrupt or incomplete cache index ({err})") from None
-        if len(self.names) != len(self.image_ids) or len(self.names) != int(attrs.get("num_images", -1)):
-            raise CacheError(f"{self.path}: corrupt cache index ({len(self.names)} names, {len(self.image_ids)} ids, num_images {attrs.get('num_images')})")
+        n = len(self.names)
+        if not (len(self.image_ids) == len(sizes) == len(seconds) == n == int(attrs.get("num_images", -1))):
+            raise CacheError(f"{self.path}: corrupt cache index ({n} names, {len(self.image_ids)} ids, num_images {attrs.get('num_images')})")
+        self._meta = {
+            name: (image_id, (int(hw[0]), int(hw[1])), float(sec))
+            for name, image_id, hw, sec in zip(self.names, self.image_ids, sizes, seconds)
+        }
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._images
+        return name in self._meta
 
     def close(self) -> None:
         self._file.close()
@@ -388,10 +404,9 @@ class CacheReader:
         self.close()
 
     def _group(self, name: str) -> h5py.Group:
-        try:
-            return self._images[name]
-        except KeyError:
-            raise CacheError(f"{self.path}: no image {name!r} in the cache") from None
+        if name not in self._meta:
+            raise CacheError(f"{self.path}: no image {name!r} in the cache")
+        return self._images[name]
 
     def _guard(self, name: str, read):
         """Run ``read()``; turn h5py's errors into a CacheError naming the file and image."""
@@ -406,20 +421,20 @@ class CacheReader:
 
     def _instances(self, g: h5py.Group, size: tuple[int, int]) -> Instances:
         boxes, scores, labels = g["boxes"][()], g["scores"][()], g["labels"][()].astype(np.int64)
-        if "mask_prob" in g:
-            return Instances(boxes, scores, labels, size, mask_prob=g["mask_prob"][()].astype(np.float32))
-        d = g["mask_image"]
-        return Instances(boxes, scores, labels, size, mask_image=unpack_masks(d[()], int(d.attrs["width"])))
+        mask_prob = g.get("mask_prob")
+        if mask_prob is not None:
+            return Instances(boxes, scores, labels, size, mask_prob=mask_prob[()].astype(np.float32))
+        return Instances(boxes, scores, labels, size, mask_image=unpack_masks(g["mask_image"][()], size[1]))
 
     def read_detections(self, name: str) -> CachedDetections:
         """Instances, proposals and timing of image ``name``; the semantic part is not read."""
 
         def read() -> CachedDetections:
             g = self._group(name)
-            a = g.attrs
-            size = tuple(int(v) for v in a["image_size"])
-            proposals = g["proposals"][()].astype(np.float32) if "proposals" in g else None
-            return CachedDetections(name, int(a["image_id"]), self._instances(g, size), proposals, float(a["forward_seconds"]))
+            image_id, size, seconds = self._meta[name]
+            proposals = g.get("proposals")
+            proposals = None if proposals is None else proposals[()].astype(np.float32)
+            return CachedDetections(name, image_id, self._instances(g, size), proposals, seconds)
 
         return self._guard(name, read)
 
@@ -428,8 +443,7 @@ class CacheReader:
 
         def read() -> SemanticPrediction:
             g = self._group(name)
-            size = tuple(int(v) for v in g.attrs["image_size"])
-            return SemanticPrediction(dequantize(g["semantic_prob"][()]), size)
+            return SemanticPrediction(dequantize(g["semantic_prob"][()]), self._meta[name][1])
 
         return self._guard(name, read)
 
@@ -439,8 +453,8 @@ class CacheReader:
         sem = self.read_semantic(name)
 
         def canvas() -> np.ndarray | None:
-            g = self._group(name)
-            return g["canvas"][()].astype(np.float32) if "canvas" in g else None
+            d = self._group(name).get("canvas")
+            return None if d is None else d[()].astype(np.float32)
 
         cached = CachedImage(det.name, det.image_id, det.instances, sem, det.proposals, det.forward_seconds, self._guard(name, canvas))
         if paste:

@@ -207,16 +207,7 @@ def export_cityscapes(
         if not seen:
             raise ValueError(f"{fused_dir}: the fused folder has no images")
         if "panoptic" in chosen:
-            categories = [
-                {
-                    "id": int(classes.ids[k]),
-                    "name": classes.names[k],
-                    "isthing": int(classes.is_thing[k]),
-                    "color": list(classes.colors[k]),
-                    "supercategory": classes.category[k],
-                }
-                for k in range(classes.num_classes)
-            ]
+            categories = classes.coco_categories()
             write_json(tmp / "panoptic" / f"{pan_base}.json", {"images": images, "annotations": annotations, "categories": categories})
         summary = {
             "fused": str(fused_dir),

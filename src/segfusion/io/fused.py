@@ -63,10 +63,7 @@ def write_fused(out_dir: str | os.PathLike, classes: ClassInfo, items: Iterable[
                 }
             )
             results += instance_results(image_id, pan, classes)
-        categories = [
-            {"id": int(classes.ids[k]), "name": classes.names[k], "isthing": int(classes.is_thing[k]), "color": list(classes.colors[k])}
-            for k in range(classes.num_classes)
-        ]
+        categories = classes.coco_categories()
         write_json(tmp / "panoptic.json", {"images": images, "annotations": annotations, "categories": categories, "meta": dict(meta)})
         write_json(tmp / "instances.json", results)
         write_json(tmp / "classes.json", classes.to_dict())

@@ -1,0 +1,124 @@
+"""Validation during training: the metrics of each stage, keep-best, and option checks."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from segfusion.datasets.canonical import CanonicalSplit  # noqa: E402
+from segfusion.models.panoptic import RawPrediction  # noqa: E402
+from segfusion.training.loop import LoopOptions, Schedule, read_best, train  # noqa: E402
+from segfusion.training.validation import Validator, is_better  # noqa: E402
+
+
+class _Oracle(torch.nn.Module):
+    """Predicts the ground truth of ``split`` (images are matched by content)."""
+
+    def __init__(self, split, wrong_semantic=False):
+        super().__init__()
+        self.split = split
+        self.wrong = wrong_semantic
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.by_image = {split.image(r).tobytes(): r for r in split.images}
+
+    def predict(self, images):
+        out = []
+        for img in images:
+            rec = self.by_image[(img.permute(1, 2, 0) * 255).round().byte().numpy().tobytes()]
+            pan = self.split.panoptic(rec)
+            things = [s for s in pan.segments if s.is_thing and not s.iscrowd]
+            boxes = np.array([[s.bbox[0], s.bbox[1], s.bbox[0] + s.bbox[2], s.bbox[1] + s.bbox[3]] for s in things], np.float32).reshape(-1, 4)
+            sem = self.split.semantic(rec).astype(np.int64)
+            c = self.split.classes.num_classes
+            if self.wrong:
+                sem = (sem + 1) % c
+            prob = np.stack([(sem == k) for k in range(c)]).astype(np.float32)
+            out.append(RawPrediction(
+                image_size=(rec.height, rec.width), boxes=boxes, scores=np.linspace(1.0, 0.5, len(things), dtype=np.float32),
+                labels=np.array([s.class_index for s in things], np.int64), mask_prob=np.ones((len(things), 28, 28), np.float32),
+                semantic_prob=prob, proposals=np.zeros((0, 4), np.float32),
+            ))
+        return out
+
+
+def test_stage_metrics_on_oracle_predictions(street_canonical):
+    split = CanonicalSplit(street_canonical)
+    v1 = Validator(split, stage=1, batch_size=4)
+    r1 = v1(_Oracle(split))
+    assert v1.metric == "ap_mask" and list(r1)[0] == "ap_mask"
+    assert r1["ap_box"] == pytest.approx(1.0)  # exact ground-truth boxes
+    assert 0.0 < r1["ap_mask"] < 1.0  # box-filling masks: right objects, imperfect shapes
+    assert r1["n_images"] == len(split) and r1["n_gt"] > 0
+    v2 = Validator(split, stage=2)
+    assert v2.metric == "miou"
+    assert v2(_Oracle(split))["miou"] == pytest.approx(1.0)
+    assert v2(_Oracle(split, wrong_semantic=True))["miou"] == pytest.approx(0.0)
+
+
+def test_real_model_validation_keys(street_canonical):
+    from segfusion.models.build import MODEL_PRESETS, Architecture, build_model
+
+    split = CanonicalSplit(street_canonical)
+    model = build_model(MODEL_PRESETS["panoptic_fpn"], Architecture(min_size=(64,), test_min_size=64, max_size=128), split.classes)
+    model.train()
+    res = Validator(split, stage=2, batch_size=3)(model)
+    assert 0.0 <= res["miou"] <= 1.0 and res["n_images"] == len(split)
+    assert model.training  # predict() restores the training mode
+
+
+class _Line(torch.nn.Module):
+    """Fits w to 3 with plain SGD; deterministic and fast."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def losses(self, images, targets, **kw):
+        return {"loss_fit": ((self.w - 3.0) ** 2).sum()}
+
+
+class _Data:
+    def __len__(self):
+        return 4
+
+    def sample(self, i, rng):
+        return torch.zeros(3, 2, 2), {}
+
+
+class _Scripted:
+    """Returns scripted metric values and remembers the weights it saw."""
+
+    metric = "miou"
+
+    def __init__(self, values):
+        self.values = list(values)
+        self.seen = []
+
+    def __call__(self, model, ctx=None):
+        self.seen.append(model.w.detach().clone())
+        return {"miou": self.values[len(self.seen) - 1]}
+
+
+def test_keep_best_final_weights_are_the_best_validation(tmp_path):
+    scripted = _Scripted([0.2, 0.7, None, 0.4])
+    model = _Line()
+    options = LoopOptions(batch_size=1, checkpoint_every=2, validate_every=2, keep_best=True)
+    train(model, _Data(), Schedule(iterations=8, lr=0.1), options, tmp_path, progress=False, validator=scripted)
+    assert len(scripted.seen) == 4
+    assert torch.equal(model.w.detach(), scripted.seen[1])  # iteration 4, miou 0.7
+    assert read_best(tmp_path) == {"iteration": 4, "metric": "miou", "value": 0.7}
+    rows = (tmp_path / "val.csv").read_text().splitlines()
+    assert rows == ["iteration,miou", "2,0.2", "4,0.7", "6,", "8,0.4"]
+    assert (tmp_path / "val.png").exists()
+    # Resuming the finished run re-validates nothing and still ends on the best weights.
+    again = _Line()
+    train(again, _Data(), Schedule(iterations=8, lr=0.1), options, tmp_path, progress=False, validator=_Scripted([]))
+    assert torch.equal(again.w.detach(), scripted.seen[1])
+
+
+def test_option_checks(tmp_path):
+    assert is_better(0.1, None) and not is_better(None, 0.1) and not is_better(float("nan"), None) and not is_better(0.1, 0.1)
+    with pytest.raises(ValueError, match="keep_best needs validate_every"):
+        LoopOptions(keep_best=True)
+    with pytest.raises(ValueError, match="--val-data"):
+        train(_Line(), _Data(), Schedule(iterations=1, lr=0.1), LoopOptions(batch_size=1, validate_every=1), tmp_path, progress=False)
