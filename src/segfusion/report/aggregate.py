@@ -107,6 +107,21 @@ def _sweep_base_values(config: dict) -> dict[tuple[str, str], float]:
     return out
 
 
+def _gallery_inputs(results: list[dict], specs: list[dict]) -> list[tuple[dict, list[dict]]]:
+    """Each gallery spec with the per-image scores of its (dataset, split, model, fusion, seed)."""
+    out = []
+    for spec in specs:
+        key = (spec["dataset"], spec["split"], spec["model"], spec["fusion"], spec.get("seed"))
+        match = [r for r in results if tuple(r["meta"].get(k) for k in ("dataset", "split", "model", "fusion", "seed")) == key]
+        if not match:
+            raise ValueError(
+                f"aggregate: the gallery asks for {spec['model']} / {spec['fusion']} seed {spec.get('seed')} on "
+                f"{spec['dataset']} / {spec['split']}, which is not among the metrics given"
+            )
+        out.append((spec, match[0].get("details", {}).get("per_image", [])))
+    return out
+
+
 def write_figures(df: pd.DataFrame, results: list[dict], plot_dir: Path, params: dict) -> list[Path]:
     """Every figure of the report; returns the files written."""
     inputs = params.get("inputs", {})
@@ -136,18 +151,7 @@ def write_figures(df: pd.DataFrame, results: list[dict], plot_dir: Path, params:
         written.append(plots.plot_losses(curves, plot_dir / f"loss-{plots.safe_name(dataset)}.png", f"{dataset}: training loss"))
     for spec in inputs.get("qualitative", []):
         written.append(qualitative.plot_qualitative(spec, plot_dir / f"qualitative-{plots.safe_name(spec['dataset'], spec['split'])}.png"))
-    for spec in inputs.get("gallery", []):
-        match = [
-            r for r in results
-            if (r["meta"].get("dataset"), r["meta"].get("split"), r["meta"].get("model"), r["meta"].get("fusion"), r["meta"].get("seed"))
-            == (spec["dataset"], spec["split"], spec["model"], spec["fusion"], spec.get("seed"))
-        ]  # fmt: skip
-        if not match:
-            raise ValueError(
-                f"aggregate: the gallery asks for {spec['model']} / {spec['fusion']} seed {spec.get('seed')} on "
-                f"{spec['dataset']} / {spec['split']}, which is not among the metrics given"
-            )
-        per_image = match[0].get("details", {}).get("per_image", [])
+    for spec, per_image in _gallery_inputs(results, inputs.get("gallery", [])):
         name = plots.safe_name(spec["dataset"], spec["split"], spec["model"], spec["fusion"])
         written.append(qualitative.plot_worst(spec, per_image, plot_dir / f"worst-{name}.png"))
     return [p for p in written if p is not None]
@@ -160,6 +164,7 @@ def aggregate(metric_paths: list[str | os.PathLike], out_dir: str | os.PathLike,
     for p, r in zip(metric_paths, results):
         if not isinstance(r, dict) or "meta" not in r or "metrics" not in r:
             raise ValueError(f"{p}: not a gathered metrics JSON (needs 'meta' and 'metrics')")
+    _gallery_inputs(results, params.get("inputs", {}).get("gallery", []))  # fail before writing anything
     df = tidy_rows(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "metrics.csv", suffix=".csv") as tmp:
