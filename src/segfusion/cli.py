@@ -273,7 +273,8 @@ def cmd_gather(a) -> None:
     result = gather_states(a.states, _params(a.meta))
     write_json(a.out, result, indent=1)
     m = result["metrics"]
-    print(f"{a.out}: PQ {m.get('pq', float('nan')):.4f} mIoU {m.get('miou', float('nan')):.4f}")
+    shown = {k: m.get(k) for k in ("pq", "miou", "ap_mask")}
+    print(f"{a.out}: " + ", ".join(f"{k} {'n/a' if v is None else f'{v:.4f}'}" for k, v in shown.items()))
 
 
 def cmd_aggregate(a) -> None:

@@ -53,6 +53,11 @@ def write_results(tmp: Path, results: list[dict]) -> list[str]:
 @pytest.fixture
 def toy_results() -> list[dict]:
     """Two seeds of panoptic_fpn (+ IMP) with semantic and kirillov fusions, plus a sweep."""
+    return toy_results_list()
+
+
+def toy_results_list() -> list[dict]:
+    """The results of the `toy_results` fixture (a fresh copy)."""
     eff = {"parameters": 830_248, "flops": 3_145_476_480, "flops_image_hw": [64, 128]}
     out = []
     for seed in (0, 1):

@@ -32,10 +32,19 @@ def test_cell_mean_and_std_over_seeds():
     assert cell(pd.Series([np.nan])) == "–"
 
 
-def test_two_seeds_give_mean_std_cells_and_tables(tmp_path, toy_results):
-    paths = write_results(tmp_path, toy_results)
-    df = aggregate(paths, tmp_path / "summary", {"config": {"seeds": [0, 1]}})
-    tables = (tmp_path / "summary" / "tables.md").read_text()
+@pytest.fixture(scope="module")
+def toy_summary(tmp_path_factory):
+    """One aggregate run over the two-seed toy results (shared by the table tests)."""
+    from tests.report.conftest import toy_results_list
+
+    tmp = tmp_path_factory.mktemp("toy_summary")
+    results = toy_results_list()
+    df = aggregate(write_results(tmp, results), tmp / "summary", {"config": {"seeds": [0, 1]}})
+    return df, (tmp / "summary" / "tables.md").read_text(), results
+
+
+def test_two_seeds_give_mean_std_cells_and_tables(toy_summary):
+    df, tables, _ = toy_summary
     # PQ of panoptic_fpn / kirillov: seeds 0.5 and 0.6 -> 55.0 ± 7.1
     row = next(line for line in tables.splitlines() if line.startswith("| val | panoptic_fpn | kirillov |"))
     assert "55.0 ± 7.1" in row
@@ -50,10 +59,8 @@ def test_two_seeds_give_mean_std_cells_and_tables(tmp_path, toy_results):
     assert set(df.seed) == {0, 1} and {"pq_ci_lo", "pq_ci_hi", "miou_ci_hi", "iou/car"} <= set(df.metric)
 
 
-def test_imp_table4_delta_sign(tmp_path, toy_results):
-    paths = write_results(tmp_path, toy_results)
-    df = aggregate(paths, tmp_path / "summary", {})
-    tables = (tmp_path / "summary" / "tables.md").read_text()
+def test_imp_table4_delta_sign(toy_summary):
+    df, tables, toy_results = toy_summary
     # road 0.5 -> 0.7 (+20.0), car 0.6 -> 0.4 (-20.0), person unchanged
     assert "| road | 50.0 ± 0.0 | 70.0 ± 0.0 | +20.0 |" in tables
     assert "| car | 60.0 ± 0.0 | 40.0 ± 0.0 | -20.0 |" in tables
@@ -63,9 +70,8 @@ def test_imp_table4_delta_sign(tmp_path, toy_results):
     assert len(df)
 
 
-def test_efficiency_table(tmp_path, toy_results):
-    aggregate(write_results(tmp_path, toy_results), tmp_path / "s", {})
-    tables = (tmp_path / "s" / "tables.md").read_text()
+def test_efficiency_table(toy_summary):
+    _, tables, _ = toy_summary
     eff = tables[tables.index("### Efficiency") :]
     header = next(line for line in eff.splitlines() if line.startswith("| model"))
     assert "parameters (M)" in header and "GFLOPs" in header and "kirillov ms/image" in header and "semantic ms/image" in header
@@ -77,9 +83,8 @@ def test_efficiency_table(tmp_path, toy_results):
     assert "| 0.79 |" in base
 
 
-def test_trivial_baseline_row(tmp_path, toy_results):
-    aggregate(write_results(tmp_path, toy_results), tmp_path / "s", {})
-    tables = (tmp_path / "s" / "tables.md").read_text()
+def test_trivial_baseline_row(toy_summary):
+    _, tables, _ = toy_summary
     row = next(line for line in tables.splitlines() if line.startswith("| val | 11.0 |"))
     assert "65.0 (panoptic_fpn_imp /" in row
 

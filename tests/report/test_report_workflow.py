@@ -20,9 +20,9 @@ def test_summary_of_the_micro_run(micro_run):
     assert any(f.startswith("worst-micro_val_") for f in figures)
     df = pd.read_csv(s / "metrics.csv")
     # the model's cost travelled predict -> cache -> evaluate -> gather -> aggregate
-    params = df[(df.metric == "parameters") & (df.model == "panoptic_fpn_imp")].value
-    flops = df[(df.metric == "flops") & (df.model == "panoptic_fpn_imp")].value
-    assert len(params) and (params > 1e4).all() and (flops > params).all()
+    params = df[(df.metric == "parameters") & (df.model == "panoptic_fpn_imp")].value.to_numpy()
+    flops = df[(df.metric == "flops") & (df.model == "panoptic_fpn_imp")].value.to_numpy()
+    assert len(params) == len(flops) > 0 and (params > 1e4).all() and (flops > params).all()
     assert (df[df.metric == "fusion_ms_per_image"].value > 0).all()
     ci_lo = df[df.metric == "pq_ci_lo"].set_index(["model", "fusion"]).value
     pq = df[df.metric == "pq"].set_index(["model", "fusion"]).value

@@ -76,3 +76,44 @@ def test_full_size_r50_fpn_imp_one_training_step():
     assert torch.isfinite(total)
     total.backward()
     assert model.head.parameters().__next__().grad is not None
+
+
+SMALL = Architecture(backbone="resnet18", min_size=(64,), test_min_size=64, max_size=128)
+
+
+@pytest.mark.parametrize("preset, root", [("maskrcnn_imp", "detector.backbone.body."), ("semantic_fpn", "body.body.")])
+def test_resnet18_classifier_state_dict_loads_into_backbone(tmp_path, preset, root):
+    torch.manual_seed(1)
+    resnet = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(resnet.state_dict(), path)
+    classes = cityscapes_classes()
+    model = build_model(MODEL_PRESETS[preset], SMALL, classes)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    info = load_pretrained(model, path, classes)
+    state = model.state_dict()
+    body = {k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
+    assert info["loaded"] == len(body)  # every tensor but the classifier (fc)
+    for key, value in body.items():
+        assert torch.equal(state[root + key], value), key
+    fresh = [k for k in state if not k.startswith(root)]
+    assert fresh and all(torch.equal(state[k], before[k]) for k in fresh)  # FPN and heads untouched
+
+
+def test_tiny_backbone_state_dict_and_ddp_prefix(tmp_path):
+    from segfusion.models.backbones import TinyBackbone
+
+    torch.manual_seed(2)
+    tiny = TinyBackbone()
+    path = tmp_path / "tiny.pth"
+    torch.save({f"module.{k}": v for k, v in tiny.state_dict().items()}, path)  # as saved from a DDP model
+    classes = cityscapes_classes()
+    model = build_model(MODEL_PRESETS["maskrcnn_imp"], Architecture(min_size=(64,), test_min_size=64, max_size=128), classes)
+    info = load_pretrained(model, path, classes)
+    assert info["loaded"] == len(tiny.state_dict())
+    for key, value in tiny.state_dict().items():
+        assert torch.equal(model.state_dict()["detector.backbone.body." + key], value), key
+    # A resnet18 file does not fit the tiny backbone: the error says so instead of loading nothing.
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(ValueError, match="wrong backbone"):
+        load_pretrained(model, tmp_path / "r18.pth", classes)

@@ -118,7 +118,7 @@ def _short_run(data_dir, run_dir, validator=None, validate_every=None):
     torch.manual_seed(PARAMS["seed"])
     model = build_model(MODEL_PRESETS["maskrcnn_imp"], Architecture(min_size=(64,), test_min_size=64, max_size=128), split.classes)
     options = LoopOptions(seed=PARAMS["seed"], batch_size=2, checkpoint_every=10, validate_every=validate_every)
-    history = train(model, PanopticTrainingData(split), Schedule(iterations=3, lr=0.01, warmup_iters=1), options, run_dir, progress=False, validator=validator)
+    history = train(model, PanopticTrainingData(split), Schedule(iterations=2, lr=0.01, warmup_iters=1), options, run_dir, progress=False, validator=validator)
     return model.state_dict(), history
 
 
@@ -136,5 +136,5 @@ def test_same_seed_gives_identical_weights_and_validation_changes_nothing(street
     for k in a:
         assert torch.equal(a[k], c[k]), k
     rows = (tmp_path / "c" / "val.csv").read_text().splitlines()
-    assert rows[0].startswith("iteration,ap_mask,") and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+    assert rows[0].startswith("iteration,ap_mask,") and [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
     assert (tmp_path / "c" / "val.png").stat().st_size > 1000

@@ -83,6 +83,7 @@ def all_dataset_stats():
 
 
 def stage_params(stage, variant=None, seed=0):
+    """The JSON params of a train job: schedule, augmentation, loop options, architecture, seed."""
     p = dict(config[stage])
     loop = {
         k: p.pop(k)
@@ -99,6 +100,13 @@ def stage_params(stage, variant=None, seed=0):
         loop.pop("freeze")
         loop.pop("imp_end_to_end")
         loop.pop("bootstrap_fraction")
+    # Validation settings enter the params (and the run hash) only when used, so configs
+    # without them keep their run directories.
+    if p.get("validate_every") is not None:
+        loop["validate_every"] = p["validate_every"]
+        loop["keep_best"] = bool(p.get("keep_best", False))
+    elif p.get("keep_best"):
+        raise ValueError(f"config {stage}.keep_best needs {stage}.validate_every")
     out = {
         "schedule": p["schedule"],
         "augmentation": p["augmentation"],

@@ -10,7 +10,7 @@ One file per shard, format version 2. File attributes: ``format_version``, ``mod
     /images/{name}/  one group per image:
         semantic_prob  (C, h, w) uint8, value = round(p * 255), chunk (1, h, w), Zstd
         boxes (N, 4) float32, scores (N,) float32, labels (N,) int16 class index
-        mask_prob      (N, M, M) float16 box-relative masks (M = 28), shuffle + Zstd, or
+        mask_prob      (N, M, M) float16 box-relative masks (M = 28), uncompressed, or
         mask_image     (N, H, ceil(W / 8)) uint8: binary image-relative masks bit-packed
                        along W (``numpy.packbits``), chunk (1, H, ceil(W / 8)), Zstd;
                        written by ``segfusion import-predictions`` (COCO RLE results)
@@ -27,11 +27,12 @@ most 1/510; exact ties are resolved towards the lower class index both before an
 The bilinear upsampling done by fusion is linear, so upsampled values inherit the same
 1/510 bound. Mask probabilities are float16 (error below 2.5e-4 around 0.5).
 
-Compression: Zstandard (HDF5 filter 32015, from ``hdf5plugin``, imported here so every
-reader can decode it). On softmax outputs it gives files ~15 % smaller than gzip level 4
-and compresses ~3x and decompresses ~2.5x faster (``benchmarks/bench_cache.py``); gzip
-remains available through ``CacheWriter(compression="gzip")`` and either is read
-transparently.
+Compression: Zstandard level 1 (HDF5 filter 32015, from ``hdf5plugin``, imported here so
+every reader can decode it) for the semantic probabilities, image masks and canvas. On
+softmax outputs it gives ~15 % smaller semantic datasets than gzip level 4, compresses ~3x
+and decompresses ~2x faster (``benchmarks/bench_cache.py``). gzip remains available through
+``CacheWriter(compression="gzip")``; either is read transparently. A 1024×2048 image with
+19 classes and 100 detections takes ~0.4 MB.
 
 Written to a temporary name and renamed on close, so a killed job never leaves a file that
 looks complete. Readers check ``format_version`` and, when asked, ``config_hash``; a
@@ -286,7 +287,9 @@ class CacheWriter:
             m = np.asarray(mask_prob, np.float16)
             if m.ndim != 3 or len(m) != n:
                 raise CacheError(f"{where}: mask_prob must be (N={n}, M, M), got {m.shape}")
-            g.create_dataset("mask_prob", data=m, **(_filter(self.compression, True) if n else {}))
+            # Uncompressed: float16 mask probabilities barely compress (157 -> 113 kB for 100
+            # masks) and decompressing them costs ~6x the read (benchmarks/bench_cache.py).
+            g.create_dataset("mask_prob", data=m)
         else:
             mi = np.asarray(mask_image)
             if mi.shape != (n, height, width):
@@ -403,10 +406,24 @@ class CacheReader:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _group(self, name: str) -> h5py.Group:
+    def _group(self, name: str) -> h5py.h5g.GroupID:
+        """The low-level group of image ``name`` (reads below use h5py's low-level API: half
+        the per-dataset overhead of ``group[key][()]``, which dominates reading instances)."""
         if name not in self._meta:
             raise CacheError(f"{self.path}: no image {name!r} in the cache")
-        return self._images[name]
+        return h5py.h5g.open(self._images.id, name.encode())
+
+    @staticmethod
+    def _array(group: h5py.h5g.GroupID, key: str, optional: bool = False) -> np.ndarray | None:
+        """The whole dataset ``key`` of ``group``; None when ``optional`` and absent."""
+        k = key.encode()
+        if optional and k not in group:
+            return None
+        d = h5py.h5d.open(group, k)  # KeyError naming the dataset when it is missing
+        out = np.empty(d.shape, d.dtype)
+        if out.size:
+            d.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+        return out
 
     def _guard(self, name: str, read):
         """Run ``read()``; turn h5py's errors into a CacheError naming the file and image."""
@@ -416,15 +433,16 @@ class CacheReader:
             raise
         except KeyError as err:
             raise CacheError(f"{self.path}: image {name!r} is missing or incomplete ({err})") from None
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RuntimeError) as err:
             raise CacheError(f"{self.path}: image {name!r} cannot be read, the file is corrupt ({err})") from None
 
-    def _instances(self, g: h5py.Group, size: tuple[int, int]) -> Instances:
-        boxes, scores, labels = g["boxes"][()], g["scores"][()], g["labels"][()].astype(np.int64)
-        mask_prob = g.get("mask_prob")
+    def _instances(self, g: h5py.h5g.GroupID, size: tuple[int, int]) -> Instances:
+        boxes, scores = self._array(g, "boxes"), self._array(g, "scores")
+        labels = self._array(g, "labels").astype(np.int64)
+        mask_prob = self._array(g, "mask_prob", optional=True)
         if mask_prob is not None:
-            return Instances(boxes, scores, labels, size, mask_prob=mask_prob[()].astype(np.float32))
-        return Instances(boxes, scores, labels, size, mask_image=unpack_masks(g["mask_image"][()], size[1]))
+            return Instances(boxes, scores, labels, size, mask_prob=mask_prob.astype(np.float32))
+        return Instances(boxes, scores, labels, size, mask_image=unpack_masks(self._array(g, "mask_image"), size[1]))
 
     def read_detections(self, name: str) -> CachedDetections:
         """Instances, proposals and timing of image ``name``; the semantic part is not read."""
@@ -432,8 +450,8 @@ class CacheReader:
         def read() -> CachedDetections:
             g = self._group(name)
             image_id, size, seconds = self._meta[name]
-            proposals = g.get("proposals")
-            proposals = None if proposals is None else proposals[()].astype(np.float32)
+            proposals = self._array(g, "proposals", optional=True)
+            proposals = None if proposals is None else proposals.astype(np.float32)
             return CachedDetections(name, image_id, self._instances(g, size), proposals, seconds)
 
         return self._guard(name, read)
@@ -442,8 +460,7 @@ class CacheReader:
         """The dequantised (C, h, w) float32 semantic probabilities of image ``name``."""
 
         def read() -> SemanticPrediction:
-            g = self._group(name)
-            return SemanticPrediction(dequantize(g["semantic_prob"][()]), self._meta[name][1])
+            return SemanticPrediction(dequantize(self._array(self._group(name), "semantic_prob")), self._meta[name][1])
 
         return self._guard(name, read)
 
@@ -453,8 +470,8 @@ class CacheReader:
         sem = self.read_semantic(name)
 
         def canvas() -> np.ndarray | None:
-            d = self._group(name).get("canvas")
-            return None if d is None else d[()].astype(np.float32)
+            c = self._array(self._group(name), "canvas", optional=True)
+            return None if c is None else c.astype(np.float32)
 
         cached = CachedImage(det.name, det.image_id, det.instances, sem, det.proposals, det.forward_seconds, self._guard(name, canvas))
         if paste:

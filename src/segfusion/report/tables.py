@@ -147,11 +147,11 @@ def efficiency_frame(d: pd.DataFrame) -> pd.DataFrame:
     """One row per model: parameters, flops, forward ms (seed mean, std) and fusion ms per method.
 
     ``forward_ms_per_image``, ``parameters`` and ``flops`` come from the prediction cache, so
-    they repeat over a model's fusions: one value per (model, seed) is kept.
+    they repeat over a model's fusions: one value per (model, split, seed) is kept.
     """
     rows = []
     for model, g in d.groupby("model", sort=True):
-        per_seed = g.drop_duplicates(["seed", "metric"]) if "seed" in g else g
+        per_seed = g.drop_duplicates(["split", "seed", "metric"])
         row: dict = {"model": model}
         for key in ("parameters", "flops", "forward_ms_per_image"):
             v = per_seed[per_seed.metric == key].value.dropna()

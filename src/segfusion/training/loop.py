@@ -49,6 +49,9 @@ from segfusion.training.distributed import (
     wrap,
 )
 
+LOG_SECONDS = 30.0
+"""Seconds between progress lines when the output is not a terminal (a log file)."""
+
 
 class TrainingDiverged(RuntimeError):
     """A non-finite loss: the message gives the iteration, the loss terms and the kept checkpoint."""
@@ -187,15 +190,19 @@ def train(
     net = wrap(model, ctx)
     model.train()
     cuda_devices = [ctx.device] if ctx.device.type == "cuda" else []
+    # A terminal gets a tqdm bar (loss, lr, it/s, ETA); a log file (Snakemake's {log}) gets one
+    # plain line every LOG_SECONDS with the same figures, instead of carriage-return updates.
+    interactive = sys.stderr.isatty()
     bar = tqdm(
         range(start, schedule.iterations),
         initial=start,
         total=schedule.iterations,
-        disable=not (progress and ctx.is_main),
+        disable=not (progress and ctx.is_main and interactive),
         desc="train",
         unit="it",
-        mininterval=0.5 if sys.stderr.isatty() else 30.0,
     )
+    log_lines = progress and ctx.is_main and not interactive
+    t_start, last_line = time.perf_counter(), -math.inf
     kwargs = {"train_detector": options.train_detector, "imp_end_to_end": options.imp_end_to_end, "bootstrap_fraction": options.bootstrap_fraction}
     for it in bar:
         lr = schedule.lr_at(it)
@@ -222,6 +229,13 @@ def train(
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.2g}", refresh=False)
         done = it + 1
+        now = time.perf_counter()
+        if log_lines and (now - last_line >= LOG_SECONDS or done == schedule.iterations):
+            last_line = now
+            rate = (done - start) / max(now - t_start, 1e-9)
+            eta = tqdm.format_interval((schedule.iterations - done) / rate) if rate > 0 else "?"
+            print(f"train {done}/{schedule.iterations} loss {row['loss']:.4f} lr {lr:.3g} | {rate:.2f} it/s, "
+                  f"{rate * options.batch_size:.1f} images/s, ETA {eta}", flush=True)
         if validator is not None and ((options.validate_every and done % options.validate_every == 0) or done == schedule.iterations):
             with torch.random.fork_rng(devices=cuda_devices):
                 result = validator(model, ctx)
