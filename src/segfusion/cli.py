@@ -173,7 +173,8 @@ def cmd_predict(a) -> None:
 
     from segfusion.datasets.canonical import CanonicalSplit
     from segfusion.inference.cache import CacheWriter
-    from segfusion.inference.predict import predict_split, shard_records
+    from segfusion.inference.predict import predict_split
+    from segfusion.inference.shards import shard_records
     from segfusion.provenance import provenance
     from segfusion.training.checkpoint import file_digest, load_model
 

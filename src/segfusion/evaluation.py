@@ -21,6 +21,8 @@ No torch here: the cache is read with h5py.
 
 from __future__ import annotations
 
+import math
+
 import os
 from pathlib import Path
 from typing import Any
@@ -193,7 +195,9 @@ def _evaluate_cache(cache, gts: dict, classes):
                     recalls.append(r)
             dets.append(len(inst))
             seconds.append(cached.forward_seconds)
-    diag: dict[str, Any] = {"rpn_recall_sum": float(sum(recalls)), "rpn_recall_images": len(recalls), "detections_sum": int(sum(dets)), "forward_seconds_sum": float(sum(seconds)), "images": len(dets)}
+    # Per-image values, not sums: gather adds them with math.fsum, so K shards give bit-for-bit
+    # the figures of one.
+    diag: dict[str, Any] = {"rpn_recall_values": recalls, "forward_seconds_values": seconds, "detections_sum": int(sum(dets)), "images": len(dets)}
     if efficiency:
         diag["efficiency"] = efficiency
     return ap, diag
@@ -205,19 +209,23 @@ def _merge_diagnostics(diags: list[dict]) -> dict:
     ``fusion_ms_per_image`` is the image-weighted mean of the shards' fusion times.
     """
     total: dict = {}
+    values: dict[str, list[float]] = {}
     efficiency: dict = {}
     for d in diags:
         for k, v in d.items():
             if k == "efficiency":
                 efficiency = efficiency or dict(v)
+            elif isinstance(v, list):
+                values.setdefault(k, []).extend(v)
             elif isinstance(v, (int, float)):
                 total[k] = total.get(k, 0) + v
     out: dict = {}
     if "images" in total:
+        recalls = values.get("rpn_recall_values", [])
         out.update(
-            rpn_recall=total["rpn_recall_sum"] / total["rpn_recall_images"] if total.get("rpn_recall_images") else None,
+            rpn_recall=math.fsum(recalls) / len(recalls) if recalls else None,
             detections_per_image=total["detections_sum"] / max(total["images"], 1),
-            forward_ms_per_image=1000 * total["forward_seconds_sum"] / max(total["images"], 1),
+            forward_ms_per_image=1000 * math.fsum(values.get("forward_seconds_values", [])) / max(total["images"], 1),
         )
     if total.get("fusion_images"):
         out["fusion_ms_per_image"] = total["fusion_ms_sum"] / total["fusion_images"]

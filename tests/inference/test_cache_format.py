@@ -172,8 +172,13 @@ def test_writer_rejects_inconsistent_inputs(tmp_path):
             w.add("e", 1, (8, 8), np.zeros((1, 4)), np.zeros(1), np.full(1, 11), None, sem, mask_image=np.zeros((1, 8, 9)))
         with pytest.raises(CacheError, match="no '/'"):
             w.add("f/g", 1, (8, 8), np.zeros((0, 4)), np.zeros(0), np.zeros(0), np.zeros((0, 28, 28)), sem)
+        with pytest.raises(CacheError, match=r"mask_prob must be \(N=1, M, M\)"):
+            w.add("e", 1, (8, 8), np.zeros((1, 4)), np.zeros(1), np.full(1, 11), np.zeros((2, 28, 28)), sem)
+        # a rejected image leaves nothing behind: its name can be added afterwards
+        w.add("e", 2, (8, 8), np.zeros((1, 4)), np.zeros(1), np.full(1, 11), None, sem, mask_image=np.ones((1, 8, 8), bool))
     with CacheReader(tmp_path / "c.h5") as r:
-        assert r.names == ["a"]  # the rejected images left nothing behind in the index
+        assert r.names == ["a", "e"]
+        assert r.read_detections("e").instances.mask_image.all()
 
 
 def test_pack_masks_roundtrip():
@@ -246,3 +251,22 @@ def test_empty_cache(tmp_path):
         assert w.count == 0
     with CacheReader(tmp_path / "c.h5") as r:
         assert len(r) == 0 and r.names == [] and list(r) == [] and list(r.iter_detections()) == []
+
+
+def test_duplicate_image_ids_are_rejected(tmp_path):
+    sem = np.full((19, 2, 2), 1 / 19, np.float32)
+    with CacheWriter(tmp_path / "c.h5", "m", "h", cityscapes_classes()) as w:
+        w.add("a", 7, (8, 8), np.zeros((0, 4)), np.zeros(0), np.zeros(0), np.zeros((0, 28, 28)), sem)
+        with pytest.raises(CacheError, match="'b': image_id 7 was already used"):
+            w.add("b", 7, (8, 8), np.zeros((0, 4)), np.zeros(0), np.zeros(0), np.zeros((0, 28, 28)), sem)
+
+
+def test_failure_while_closing_leaves_no_file(tmp_path, monkeypatch):
+    def broken(self):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(CacheWriter, "_write_index", broken)
+    with pytest.raises(OSError, match="disk full"):
+        with CacheWriter(tmp_path / "c.h5", "m", "h", cityscapes_classes()):
+            pass
+    assert list(tmp_path.iterdir()) == []

@@ -29,6 +29,38 @@ def _build(data_dir):
     return model, PanopticTrainingData(split)
 
 
+class _Linear(torch.nn.Module):
+    """Least squares: each rank's loss is the mean over its images, so DDP's gradient average
+    is exactly the gradient of the mean over the global batch (one process)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+
+    def losses(self, images, targets, **kw):
+        x, y = torch.stack(images), torch.stack([t["y"] for t in targets])
+        return {"loss_fit": ((x @ self.w - y) ** 2).mean()}
+
+    forward = losses
+
+
+class _Points:
+    def __len__(self):
+        return 8
+
+    def sample(self, i, rng):
+        x = torch.tensor([1.0, i, (i * 7) % 5], dtype=torch.float64)
+        return x, {"y": x @ torch.tensor([0.5, -0.2, 0.3], dtype=torch.float64) + 0.01 * i}
+
+
+def _linear_run(run_dir, ctx=None):
+    from segfusion.training.loop import LoopOptions, Schedule, train
+
+    model = _Linear()
+    train(model, _Points(), Schedule(iterations=5, lr=0.02), LoopOptions(seed=3, batch_size=4, checkpoint_every=5), run_dir, progress=False, ctx=ctx)
+    return model.w.detach()
+
+
 def _worker(rank, world, port, data_dir, val_dir, run_dir, out_dir):
     """One training process (what torchrun would start): join the group, train, save its weights."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
@@ -46,6 +78,7 @@ def _worker(rank, world, port, data_dir, val_dir, run_dir, out_dir):
         train(model, data, Schedule(iterations=3, lr=0.01), LoopOptions(seed=2, batch_size=2, checkpoint_every=1), run_dir,
               progress=False, validator=validator, ctx=ctx)
         torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(_linear_run(os.path.join(out_dir, "linear"), ctx), os.path.join(out_dir, f"linear{rank}.pt"))
     finally:
         shutdown(ctx)
 
@@ -68,6 +101,7 @@ def test_rank_slices_partition_the_global_batch():
     assert rank_seed(4, 0) == 4 and rank_seed(4, 1) != rank_seed(4, 2)
 
 
+@pytest.mark.timeout(300)  # a deadlocked collective would otherwise hang the suite
 def test_two_gloo_processes_end_with_identical_weights(street_canonical, street_val, tmp_path):
     from segfusion.training.checkpoint import load_checkpoint
     from segfusion.training.loop import LoopOptions, Schedule, train
@@ -97,4 +131,10 @@ def test_two_gloo_processes_end_with_identical_weights(street_canonical, street_
     val = (run_dir / "val.csv").read_text().splitlines()
     assert len(val) == 2 and val[0].startswith("iteration,ap_mask")
     assert val[1].split(",")[val[0].split(",").index("n_images")] == "3"  # 2 + 1 images merged over the ranks
-    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".pt") == ["rank0.pt", "rank1.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("rank")) == ["rank0.pt", "rank1.pt"]
+    # Gradient averaging: 2 ranks x 2 images give the weights of one process on the 4 images.
+    lin0 = torch.load(tmp_path / "linear0.pt", weights_only=False)
+    lin1 = torch.load(tmp_path / "linear1.pt", weights_only=False)
+    single = _linear_run(tmp_path / "linear_single")
+    assert torch.equal(lin0, lin1) and not torch.equal(single, torch.zeros(3, dtype=torch.float64))
+    torch.testing.assert_close(lin0, single, rtol=1e-12, atol=1e-12)

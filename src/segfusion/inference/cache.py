@@ -186,6 +186,7 @@ class CacheWriter:
         self._ids: list[int] = []
         self._sizes: list[tuple[int, int]] = []
         self._seconds: list[float] = []
+        self._id_set: set[int] = set()
 
     @property
     def count(self) -> int:
@@ -212,19 +213,33 @@ class CacheWriter:
             raise
         return self
 
+    def _write_index(self) -> None:
+        order = np.argsort(np.asarray(self._ids, np.int64), kind="stable")
+        index = self._file.create_group("index")
+        index.create_dataset("names", data=[self._names[i] for i in order], dtype=h5py.string_dtype())
+        index.create_dataset("ids", data=np.asarray(self._ids, np.int64)[order].reshape(-1))
+        index.create_dataset("image_size", data=np.asarray(self._sizes, np.int64).reshape(-1, 2)[order])
+        index.create_dataset("forward_seconds", data=np.asarray(self._seconds, np.float64).reshape(-1)[order])
+        self._write_attrs()
+
     def __exit__(self, exc_type, exc, tb):
-        try:
-            if exc_type is None:
-                order = np.argsort(np.asarray(self._ids, np.int64), kind="stable")
-                index = self._file.create_group("index")
-                index.create_dataset("names", data=[self._names[i] for i in order], dtype=h5py.string_dtype())
-                index.create_dataset("ids", data=np.asarray(self._ids, np.int64)[order].reshape(-1))
-                index.create_dataset("image_size", data=np.asarray(self._sizes, np.int64).reshape(-1, 2)[order])
-                index.create_dataset("forward_seconds", data=np.asarray(self._seconds, np.float64).reshape(-1)[order])
-                self._write_attrs()
-        finally:
+        if exc_type is not None:  # the body failed: drop the temporary file, let the error propagate
             self._file.close()
-        return self._ctx.__exit__(exc_type, exc, tb)
+            return self._ctx.__exit__(exc_type, exc, tb)
+        try:
+            self._write_index()
+        except BaseException as err:
+            self._file.close()
+            self._ctx.__exit__(type(err), err, err.__traceback__)
+            raise
+        self._file.close()
+        return self._ctx.__exit__(None, None, None)
+
+    def _chunked(self, array: np.ndarray, shuffle: bool) -> dict[str, Any]:
+        """Dataset keywords of a 3-d array: one compressed chunk per leading index (none if empty)."""
+        if array.size == 0:
+            return {}
+        return {"chunks": (1, *array.shape[1:]), **_filter(self.compression, shuffle)}
 
     def add(
         self,
@@ -255,6 +270,8 @@ class CacheWriter:
             raise CacheError(f"{where}: image names must be non-empty and contain no '/'")
         if name in self._images:
             raise CacheError(f"{where} was already added")
+        if int(image_id) in self._id_set:
+            raise CacheError(f"{where}: image_id {int(image_id)} was already used by another image")
         height, width = (int(v) for v in image_size)
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         scores = np.asarray(scores, np.float32).reshape(-1)
@@ -274,42 +291,43 @@ class CacheWriter:
         except ValueError as err:
             raise CacheError(f"{where}: {err}") from None
 
-        g = self._images.create_group(name)
-        g.attrs["image_id"] = int(image_id)
-        g.attrs["image_size"] = np.asarray((height, width), np.int64)
-        g.attrs["forward_seconds"] = float(forward_seconds)
-        c, h, w = q.shape
-        g.create_dataset("semantic_prob", data=q, chunks=(1, max(h, 1), max(w, 1)) if q.size else None, **(_filter(self.compression, False) if q.size else {}))
-        g.create_dataset("boxes", data=boxes)
-        g.create_dataset("scores", data=scores)
-        g.create_dataset("labels", data=labels.astype(np.int16))
+        # Validate and convert everything first, so a rejected image leaves nothing behind.
         if mask_prob is not None:
             m = np.asarray(mask_prob, np.float16)
             if m.ndim != 3 or len(m) != n:
                 raise CacheError(f"{where}: mask_prob must be (N={n}, M, M), got {m.shape}")
-            # Uncompressed: float16 mask probabilities barely compress (157 -> 113 kB for 100
-            # masks) and decompressing them costs ~6x the read (benchmarks/bench_cache.py).
-            g.create_dataset("mask_prob", data=m)
         else:
             mi = np.asarray(mask_image)
             if mi.shape != (n, height, width):
                 raise CacheError(f"{where}: mask_image must be (N, H, W) = {(n, height, width)}, got {mi.shape}")
             packed = pack_masks(mi)
-            kw = _filter(self.compression, False) if n and height and width else {}
-            chunks = (1, *packed.shape[1:]) if kw else None
-            d = g.create_dataset("mask_image", data=packed, chunks=chunks, **kw)
-            d.attrs["width"] = width
+        cv = None if canvas is None else np.asarray(canvas, np.float16)
+        if cv is not None and cv.ndim != 3:
+            raise CacheError(f"{where}: canvas must be (K, h, w), got {cv.shape}")
+
+        g = self._images.create_group(name)
+        g.attrs["image_id"] = int(image_id)
+        g.attrs["image_size"] = np.asarray((height, width), np.int64)
+        g.attrs["forward_seconds"] = float(forward_seconds)
+        g.create_dataset("semantic_prob", data=q, **self._chunked(q, shuffle=False))
+        g.create_dataset("boxes", data=boxes)
+        g.create_dataset("scores", data=scores)
+        g.create_dataset("labels", data=labels.astype(np.int16))
+        if mask_prob is not None:
+            # Uncompressed: float16 mask probabilities barely compress (157 -> 113 kB for 100
+            # masks) and decompressing them costs ~6x the read (benchmarks/bench_cache.py).
+            g.create_dataset("mask_prob", data=m)
+        else:
+            g.create_dataset("mask_image", data=packed, **self._chunked(packed, shuffle=False)).attrs["width"] = width
         if proposals is not None:
             g.create_dataset("proposals", data=np.asarray(proposals, np.float16).reshape(-1, 4))
-        if canvas is not None:
-            cv = np.asarray(canvas, np.float16)
-            if cv.ndim != 3:
-                raise CacheError(f"{where}: canvas must be (K, h, w), got {cv.shape}")
-            g.create_dataset("canvas", data=cv, chunks=(1, *cv.shape[1:]) if cv.size else None, **(_filter(self.compression, True) if cv.size else {}))
+        if cv is not None:
+            g.create_dataset("canvas", data=cv, **self._chunked(cv, shuffle=True))
         self._names.append(name)
         self._ids.append(int(image_id))
         self._sizes.append((height, width))
         self._seconds.append(float(forward_seconds))
+        self._id_set.add(int(image_id))
 
     def add_prediction(
         self,

@@ -34,7 +34,7 @@ import numpy as np
 
 from segfusion.datasets.canonical import CanonicalSplit, ImageRecord
 from segfusion.inference.cache import CacheWriter
-from segfusion.inference.predict import shard_records
+from segfusion.inference.shards import shard_records
 from segfusion.io.images import BadImageError, read_image
 from segfusion.provenance import provenance as package_provenance
 from segfusion.types import ClassInfo

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from segfusion.datasets.canonical import CanonicalSplit, ImageRecord
 from segfusion.inference.cache import CacheWriter
+from segfusion.inference.shards import shard_records  # noqa: F401  (re-exported)
 
 
-def shard_records(records: list[ImageRecord], index: int, count: int) -> list[ImageRecord]:
-    """Shard ``index`` (0-based) of ``count``: contiguous blocks of images sorted by image id."""
-    if not 0 <= index < count:
-        raise ValueError(f"shard index {index} outside 0..{count - 1}")
-    ordered = sorted(records, key=lambda r: r.image_id)
-    bounds = np.linspace(0, len(ordered), count + 1).round().astype(int)
-    return ordered[bounds[index] : bounds[index + 1]]
 
 
 def predict_split(model, split: CanonicalSplit, records: list[ImageRecord], writer: CacheWriter, batch_size: int = 4) -> dict:

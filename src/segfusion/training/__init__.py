@@ -1,1 +1,3 @@
-"""Two-stage training: loop, schedule, checkpoint/resume."""
+"""Two-stage training: loop and schedule (`loop`), checkpoints and model files (`checkpoint`),
+data-parallel training under torchrun (`distributed`), validation with keep-best
+(`validation`) and local pretrained weights (`pretrained`)."""

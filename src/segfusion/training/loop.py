@@ -28,6 +28,7 @@ import csv
 import math
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +131,25 @@ def _set_rng_state(state: dict, ctx: DistContext) -> None:
         torch.cuda.set_rng_state(state["cuda"], ctx.device)
 
 
+def prefetched(load, iterations):
+    """Yield ``(it, load(it))`` for each iteration while ``load(it + 1)`` runs in a background thread.
+
+    Overlaps data loading (PNG decoding, targets, augmentation) with the training step, as a
+    DataLoader worker would. Batches are pure functions of the iteration, so prefetching does
+    not change them; at most one batch is loaded ahead.
+    """
+    its = list(iterations)
+    if not its:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="segfusion-data") as pool:
+        pending = pool.submit(load, its[0])
+        for k, it in enumerate(its):
+            batch = pending.result()
+            if k + 1 < len(its):
+                pending = pool.submit(load, its[k + 1])
+            yield it, batch
+
+
 def _to(device: torch.device, sample: tuple) -> tuple:
     image, target = sample
     return image.to(device), {k: v.to(device) for k, v in target.items()}
@@ -193,8 +213,13 @@ def train(
     # A terminal gets a tqdm bar (loss, lr, it/s, ETA); a log file (Snakemake's {log}) gets one
     # plain line every LOG_SECONDS with the same figures, instead of carriage-return updates.
     interactive = sys.stderr.isatty()
+
+    def load(it: int) -> list:
+        slots = list(enumerate(batch_indices(len(data), options.batch_size, options.seed, it)))
+        return [data.sample(i, np.random.default_rng([options.seed, it, slot])) for slot, i in rank_slice(slots, ctx)]
+
     bar = tqdm(
-        range(start, schedule.iterations),
+        prefetched(load, range(start, schedule.iterations)),
         initial=start,
         total=schedule.iterations,
         disable=not (progress and ctx.is_main and interactive),
@@ -204,13 +229,13 @@ def train(
     log_lines = progress and ctx.is_main and not interactive
     t_start, last_line = time.perf_counter(), -math.inf
     kwargs = {"train_detector": options.train_detector, "imp_end_to_end": options.imp_end_to_end, "bootstrap_fraction": options.bootstrap_fraction}
-    for it in bar:
+    t_wait = time.perf_counter()
+    for it, batch in bar:
+        t0 = t_wait  # includes waiting for the batch when loading is slower than training
         lr = schedule.lr_at(it)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        t0 = time.perf_counter()
-        slots = list(enumerate(batch_indices(len(data), options.batch_size, options.seed, it)))
-        samples = [_to(ctx.device, data.sample(i, np.random.default_rng([options.seed, it, slot]))) for slot, i in rank_slice(slots, ctx)]
+        samples = [_to(ctx.device, s) for s in batch]
         images = [s[0] for s in samples]
         targets = [s[1] for s in samples]
         terms = net(images, targets, **kwargs) if ctx.enabled else model.losses(images, targets, **kwargs)
@@ -259,6 +284,7 @@ def train(
             if ctx.is_main:
                 save_checkpoint(last, model, optimizer, done, history, rng_ranks=rng_ranks, world_size=ctx.world_size, val_history=val_history)
                 write_csv(run_dir / "loss.csv", history)
+        t_wait = time.perf_counter()
     bar.close()
     sync_buffers(model, ctx)
     check_in_sync(model, ctx)
