@@ -22,7 +22,6 @@ No torch here: the cache is read with h5py.
 from __future__ import annotations
 
 import math
-
 import os
 from pathlib import Path
 from typing import Any

@@ -12,8 +12,6 @@ from segfusion.inference.cache import CacheWriter
 from segfusion.inference.shards import shard_records  # noqa: F401  (re-exported)
 
 
-
-
 def predict_split(model, split: CanonicalSplit, records: list[ImageRecord], writer: CacheWriter, batch_size: int = 4) -> dict:
     """Run ``model.predict`` over ``records`` in batches and add each image to ``writer``.
 
