@@ -138,3 +138,8 @@ def test_same_seed_gives_identical_weights_and_validation_changes_nothing(street
     rows = (tmp_path / "c" / "val.csv").read_text().splitlines()
     assert rows[0].startswith("iteration,ap_mask,") and [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
     assert (tmp_path / "c" / "val.png").stat().st_size > 1000
+
+
+def test_unknown_loss_weight_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown loss terms \['loss_clasifier'\].*loss_a"):
+        train(_NaNModel(), _Data(), Schedule(iterations=2, lr=0.1), LoopOptions(batch_size=1, loss_weights={"loss_clasifier": 0.5}), tmp_path, progress=False)

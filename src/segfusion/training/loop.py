@@ -239,6 +239,9 @@ def train(
         images = [s[0] for s in samples]
         targets = [s[1] for s in samples]
         terms = net(images, targets, **kwargs) if ctx.enabled else model.losses(images, targets, **kwargs)
+        unknown = sorted(set(options.loss_weights) - set(terms))
+        if unknown:  # a typo in loss_weights would otherwise be silently ignored
+            raise ValueError(f"loss_weights: unknown loss terms {unknown}; this model's terms are {sorted(terms)}")
         total = sum(options.loss_weights.get(k, 1.0) * v for k, v in terms.items())
         keys = list(terms)
         logged = all_mean(torch.stack([total.detach().float().reshape(())] + [terms[k].detach().float().reshape(()) for k in keys]), ctx)
