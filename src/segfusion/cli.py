@@ -198,7 +198,9 @@ def cmd_predict(a) -> None:
         first = min(split.images, key=lambda r: r.image_id)
         efficiency = efficiency_summary(model, (first.height, first.width), image=split.image(first))
     with CacheWriter(a.out, name, config_hash, classes, {**provenance(), "efficiency": efficiency}) as writer:
-        stats = predict_split(model, split, records, writer, batch_size=int(p.get("batch_size", 4)))
+        stats = predict_split(
+            model, split, records, writer, batch_size=int(p.get("batch_size", 4)), store_canvas=bool(p.get("store_canvas", False))
+        )
     flops = f", {efficiency['flops'] / 1e9:.2f} GFLOPs/image, {efficiency['parameters'] / 1e6:.2f} M parameters" if efficiency else ""
     print(f"wrote {a.out}: {stats['images']} images, {stats['images_per_second']:.2f} images/s{flops}")
 

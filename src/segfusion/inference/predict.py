@@ -12,8 +12,13 @@ from segfusion.inference.cache import CacheWriter
 from segfusion.inference.shards import shard_records  # noqa: F401  (re-exported)
 
 
-def predict_split(model, split: CanonicalSplit, records: list[ImageRecord], writer: CacheWriter, batch_size: int = 4) -> dict:
+def predict_split(
+    model, split: CanonicalSplit, records: list[ImageRecord], writer: CacheWriter, batch_size: int = 4, store_canvas: bool = False
+) -> dict:
     """Run ``model.predict`` over ``records`` in batches and add each image to ``writer``.
+
+    ``store_canvas``: also store the IMP canvas of IMP models that have a semantic head (for
+    ``maskrcnn_imp`` the canvas already is ``semantic_prob``).
 
     Returns throughput figures (images, seconds, images_per_second).
     """
@@ -36,6 +41,7 @@ def predict_split(model, split: CanonicalSplit, records: list[ImageRecord], writ
                 p.semantic_prob,
                 proposals=p.proposals,
                 forward_seconds=per_image,
+                canvas=p.canvas if store_canvas else None,
             )
     seconds = time.perf_counter() - t_start
     return {"images": len(records), "seconds": seconds, "images_per_second": len(records) / max(seconds, 1e-9)}

@@ -44,6 +44,7 @@ class RawPrediction:
     mask_prob: np.ndarray  # (N, 28, 28) float32
     semantic_prob: np.ndarray  # (C, h, w) float32: head softmax, or the IMP canvas for maskrcnn_imp
     proposals: np.ndarray  # (P, 4) RPN proposals, for the recall diagnostic
+    canvas: np.ndarray | None = None  # (C, h, w) the IMP canvas of IMP models with a head
 
 
 def semantic_loss(logits: torch.Tensor, target: torch.Tensor, bootstrap_fraction: float = 1.0) -> torch.Tensor:
@@ -265,6 +266,11 @@ class PanopticModel(nn.Module):
                     mask_prob=det["masks"][:, 0].cpu().numpy().astype(np.float32),
                     semantic_prob=crop.cpu().numpy().astype(np.float32),
                     proposals=(proposals[i].cpu() * scale).numpy().astype(np.float32),
+                    canvas=(
+                        canvas[i, :, : math.ceil(h / 4), : math.ceil(w / 4)].cpu().numpy().astype(np.float32)
+                        if canvas is not None and self.head is not None
+                        else None
+                    ),
                 )
             )
         return out
