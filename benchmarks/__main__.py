@@ -8,6 +8,7 @@ from pathlib import Path
 
 def main() -> int:
     wanted = set(sys.argv[1:])
+    sys.argv = sys.argv[:1]  # the benchmarks parse their own options; run them with defaults
     names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name.startswith("bench_"))
     for name in names:
         if wanted and name[len("bench_"):] not in wanted:
