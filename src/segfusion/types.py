@@ -235,6 +235,19 @@ class Segment:
     iscrowd: bool = False
     score: float = 1.0
 
+    def coco_info(self, classes: ClassInfo, with_score: bool = True) -> dict:
+        """The COCO-panoptic ``segments_info`` entry (native category id); ``score`` is our addition."""
+        info = {
+            "id": int(self.id),
+            "category_id": int(classes.ids[self.class_index]),
+            "iscrowd": int(self.iscrowd),
+            "area": int(self.area),
+            "bbox": [int(v) for v in self.bbox],
+        }
+        if with_score:
+            info["score"] = float(self.score)
+        return info
+
 
 def segment_stats(segment_ids: np.ndarray) -> dict[int, tuple[int, tuple[int, int, int, int]]]:
     """Area and COCO bbox (x, y, w, h) of every non-void id in an (H, W) id map.

@@ -79,21 +79,11 @@ def _convert_one(sample: RawSample, loader: Loader, classes: ClassInfo, out: Pat
             "image_path": os.path.relpath(Path(sample.image_path).resolve(), final_dir.resolve()),
             "height": int(image.shape[0]),
             "width": int(image.shape[1]),
-            "segments": [_segment_json(s, classes) for s in pan.segments],
+            "segments": [s.coco_info(classes, with_score=False) for s in pan.segments],
             "rles": _instance_rles(pan),
         }
     except (DatasetError, BadImageError, ValueError, OSError) as err:
         return {"name": sample.name, "error": str(err), "file": sample.image_path}
-
-
-def _segment_json(s: Segment, classes: ClassInfo) -> dict:
-    return {
-        "id": int(s.id),
-        "category_id": int(classes.ids[s.class_index]),
-        "iscrowd": int(s.iscrowd),
-        "area": int(s.area),
-        "bbox": list(map(int, s.bbox)),
-    }
 
 
 def _instance_rles(pan: Panoptic) -> dict[int, dict]:

@@ -129,17 +129,7 @@ def panoptic_annotation(stem: str, pan: Panoptic, classes: ClassInfo) -> dict:
     return {
         "image_id": stem,
         "file_name": f"{stem}_panoptic.png",
-        "segments_info": [
-            {
-                "id": int(s.id),
-                "category_id": int(classes.ids[s.class_index]),
-                "iscrowd": int(s.iscrowd),
-                "area": int(s.area),
-                "bbox": [int(v) for v in s.bbox],
-                "score": float(s.score),
-            }
-            for s in pan.segments
-        ],
+        "segments_info": [s.coco_info(classes) for s in pan.segments],
     }
 
 

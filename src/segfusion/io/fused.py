@@ -49,17 +49,7 @@ def write_fused(out_dir: str | os.PathLike, classes: ClassInfo, items: Iterable[
                 {
                     "image_id": image_id,
                     "file_name": f"{name}.png",
-                    "segments_info": [
-                        {
-                            "id": s.id,
-                            "category_id": int(classes.ids[s.class_index]),
-                            "iscrowd": int(s.iscrowd),
-                            "area": int(s.area),
-                            "bbox": list(map(int, s.bbox)),
-                            "score": float(s.score),
-                        }
-                        for s in pan.segments
-                    ],
+                    "segments_info": [s.coco_info(classes) for s in pan.segments],
                 }
             )
             results += instance_results(image_id, pan, classes)
