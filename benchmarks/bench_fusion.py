@@ -34,6 +34,7 @@ from collections import deque  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
+from segfusion.datasets.cityscapes import cityscapes_classes  # noqa: E402  (the one class table)
 from segfusion.fusion import FUSION_METHODS, fuse  # noqa: E402
 from segfusion.fusion.common import stuff_area_threshold  # noqa: E402
 from segfusion.inference.paste import instance_crop  # noqa: E402
@@ -69,15 +70,6 @@ CITYSCAPES = [
     ("bicycle", True, "vehicle", 33),
 ]
 
-
-def cityscapes_classes() -> ClassInfo:
-    return ClassInfo(
-        names=tuple(c[0] for c in CITYSCAPES),
-        is_thing=tuple(c[1] for c in CITYSCAPES),
-        category=tuple(c[2] for c in CITYSCAPES),
-        ids=tuple(c[3] for c in CITYSCAPES),
-        colors=tuple((17 * i % 256, 53 * i % 256, 97 * i % 256) for i in range(len(CITYSCAPES))),
-    )
 
 
 # --------------------------------------------------------------------------- inputs

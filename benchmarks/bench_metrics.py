@@ -41,23 +41,12 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from segfusion.datasets.cityscapes import cityscapes_classes  # noqa: E402  (the one class table)
 from segfusion.metrics import BoundaryAccuracy, PanopticQuality, SemanticConfusion  # noqa: E402
 from segfusion.types import ClassInfo, Panoptic, Segment  # noqa: E402
 
 H, W = 1024, 2048
 
-
-def cityscapes_classes() -> ClassInfo:
-    from cityscapesscripts.helpers.labels import labels
-
-    train = sorted((lab for lab in labels if 0 <= lab.trainId < 255), key=lambda lab: lab.trainId)
-    return ClassInfo(
-        names=tuple(lab.name for lab in train),
-        is_thing=tuple(bool(lab.hasInstances) for lab in train),
-        category=tuple(lab.category for lab in train),
-        ids=tuple(int(lab.id) for lab in train),
-        colors=tuple(tuple(lab.color) for lab in train),
-    )
 
 
 # --------------------------------------------------------------------------- synthetic scenes

@@ -14,22 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segfusion.datasets.cityscapes import cityscapes_classes  # the one class table
 from segfusion.types import ClassInfo, Panoptic
-
-
-def cityscapes_classes() -> ClassInfo:
-    """The 19 Cityscapes train classes, in trainId order, with labelIds as native ids."""
-    from cityscapesscripts.helpers.labels import labels
-
-    train = sorted((lab for lab in labels if 0 <= lab.trainId < 255), key=lambda lab: lab.trainId)
-    return ClassInfo(
-        names=tuple(lab.name for lab in train),
-        is_thing=tuple(bool(lab.hasInstances) for lab in train),
-        category=tuple(lab.category for lab in train),
-        ids=tuple(int(lab.id) for lab in train),
-        colors=tuple(tuple(lab.color) for lab in train),
-    )
-
 
 IGNORED_LABEL_IDS = (0, 1, 2, 3, 4, 5, 6, 9, 10, 14, 15, 16, 18, 29, 30)
 
