@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from segfusion.datasets.canonical import CanonicalSplit
-from segfusion.io.atomic import atomic_path, read_json
+from segfusion.io.atomic import atomic_path, read_json, save_figure
 
 CLASS_FIELDS = ["class_index", "name", "category", "is_thing", "native_id", "pixels", "pixel_fraction", "images", "instances", "crowd_segments"]
 SIZE_FIELDS = ["image", "segment_id", "class_index", "name", "area", "sqrt_area", "bbox_w", "bbox_h", "iscrowd"]
@@ -127,9 +127,7 @@ def _plot_sizes(path: Path, sizes: list[dict], split: CanonicalSplit) -> None:
     ax.set_ylabel("instances")
     ax.set_title(f"{split.root.name}: {len(side)} instances")
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def overlay(image: np.ndarray, segment_ids: np.ndarray, semantic: np.ndarray, colors: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -164,9 +162,7 @@ def _plot_overlays(path: Path, split: CanonicalSplit, max_images: int) -> None:
         ax.imshow(overlay(split.image(rec), pan.segment_ids, split.semantic(rec), colors))
         ax.set_title(f"{rec.name} ({len(pan.segments)} segments)", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def write_dataset_stats(split_dir: str | os.PathLike, out_dir: str | os.PathLike, max_overlays: int = 8) -> dict[str, Path]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from segfusion.io.atomic import atomic_path
+from segfusion.io.atomic import save_figure
 from segfusion.report.tables import PERCENT, is_sweep, per_class_iou
 
 HEADLINE = ("pq", "pq_things", "pq_stuff", "pq_dagger", "miou", "ap_mask")
@@ -51,11 +51,7 @@ def safe_name(*parts: object) -> str:
 
 def save(fig, path: Path, dpi: int = 100) -> Path:
     """Write ``fig`` atomically as PNG and close it."""
-    plt = pyplot()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi)
 
 
 def plot_bars(df: pd.DataFrame, path: Path, metrics: tuple[str, ...] = HEADLINE) -> Path | None:

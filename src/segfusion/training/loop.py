@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from segfusion.io.atomic import atomic_path
+from segfusion.io.atomic import atomic_path, save_figure
 from segfusion.training.checkpoint import load_checkpoint, save_best, save_checkpoint
 from segfusion.training.distributed import (
     DistContext,
@@ -357,6 +357,4 @@ def plot_loss(path: Path, history: list[dict], title: str) -> None:
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

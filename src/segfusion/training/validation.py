@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from segfusion.datasets.canonical import CanonicalSplit
+from segfusion.io.atomic import save_figure
 from segfusion.training.distributed import DistContext, all_gather, broadcast
 
 STAGE_METRIC = {1: "ap_mask", 2: "miou"}
@@ -108,7 +109,6 @@ def plot_validation(path: Path, rows: list[dict], metric: str, title: str) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from segfusion.io.atomic import atomic_path
 
     if not rows:
         return
@@ -124,6 +124,4 @@ def plot_validation(path: Path, rows: list[dict], metric: str, title: str) -> No
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
