@@ -109,7 +109,6 @@ def plot_validation(path: Path, rows: list[dict], metric: str, title: str) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     if not rows:
         return
     its = np.array([r["iteration"] for r in rows])
