@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
 import torch
 
-from segfusion.models.imp import instance_mask_projection, instance_mask_projection_batched
+from segfusion.models import imp_cpu
+from segfusion.models.imp import BACKENDS, instance_mask_projection, instance_mask_projection_batched
+
+
+@pytest.fixture(params=["compiled", "torch"])
+def imp(request):
+    """`instance_mask_projection` pinned to one backend; every test runs on both."""
+    return functools.partial(instance_mask_projection, backend=request.param)
 
 
 def reference_imp(labels, scores, masks, boxes, num_classes, canvas_hw, stride):
@@ -47,6 +55,8 @@ def reference_imp(labels, scores, masks, boxes, num_classes, canvas_hw, stride):
                     take = (w < 0) | (v >= b)
                     b[take] = v
                     w[take] = idx
+    if n == 0:  # nothing painted; keep the (empty) graph so backward still runs
+        return torch.zeros(num_classes, height, width, dtype=values.dtype) + values.sum()
     flat = values[winner.clamp(min=0).reshape(-1)].reshape(winner.shape)
     return torch.where(winner >= 0, flat, torch.zeros((), dtype=values.dtype))
 
@@ -84,23 +94,23 @@ def grads(fn, labels, scores, masks, boxes, *args, weight=None):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("stride", [4.0, 3.0, 1.0])
-def test_matches_reference_values_and_gradients(seed, stride):
+def test_matches_reference_values_and_gradients(seed, stride, imp):
     gen = torch.Generator().manual_seed(seed)
     num_classes, image_hw = 3, (37, 53)
     canvas_hw = (math.ceil(image_hw[0] / stride), math.ceil(image_hw[1] / stride))
     labels, scores, masks, boxes = random_instances(gen, 6, num_classes, image_hw)
     args = (num_classes, canvas_hw, stride)
-    fast = grads(instance_mask_projection, labels, scores, masks, boxes, *args)
+    fast = grads(imp, labels, scores, masks, boxes, *args)
     ref = grads(reference_imp, labels, scores, masks, boxes, *args)
     assert fast[0].shape == (num_classes, *canvas_hw)
     assert (fast[0] > 0).sum() > 20  # something was painted
     with torch.no_grad():  # the inference path skips the arg-max bookkeeping
-        torch.testing.assert_close(instance_mask_projection(labels, scores, masks, boxes, *args), fast[0])
+        torch.testing.assert_close(imp(labels, scores, masks, boxes, *args), fast[0])
     for a, b in zip(fast, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
-def test_same_class_overlap_keeps_maximum():
+def test_same_class_overlap_keeps_maximum(imp):
     gen = torch.Generator().manual_seed(7)
     labels = torch.zeros(4, dtype=torch.int64)  # all one class, heavily overlapping
     boxes = torch.tensor(
@@ -109,19 +119,17 @@ def test_same_class_overlap_keeps_maximum():
     scores = torch.rand(4, generator=gen, dtype=torch.float64)
     masks = torch.rand(4, 5, 5, generator=gen, dtype=torch.float64)
     args = (1, (8, 8), 4.0)
-    fast = grads(instance_mask_projection, labels, scores, masks, boxes, *args)
+    fast = grads(imp, labels, scores, masks, boxes, *args)
     ref = grads(reference_imp, labels, scores, masks, boxes, *args)
     for a, b in zip(fast, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
     # Every instance wins somewhere or not, but the canvas is never below any single projection.
     for q in range(4):
-        single = instance_mask_projection(
-            labels[q : q + 1], scores[q : q + 1], masks[q : q + 1], boxes[q : q + 1], *args
-        )
+        single = imp(labels[q : q + 1], scores[q : q + 1], masks[q : q + 1], boxes[q : q + 1], *args)
         assert torch.all(fast[0] >= single)
 
 
-def test_exact_ties_go_to_the_last_cell():
+def test_exact_ties_go_to_the_last_cell(imp):
     # Saturated masks (all 1.0) and equal scores: every pixel of an overlap is a tie, within
     # and across instances; each pixel's gradient must reach exactly one cell, the last one.
     labels = torch.tensor([1, 1, 0])
@@ -130,7 +138,7 @@ def test_exact_ties_go_to_the_last_cell():
     masks[2, :3] = 0.5
     boxes = torch.tensor([[0.0, 0.0, 20.0, 20.0], [10.0, 6.0, 30.0, 31.0], [3.0, 3.0, 5.0, 5.0]])
     args = (2, (8, 8), 4.0)
-    fast = grads(instance_mask_projection, labels, scores, masks, boxes, *args)
+    fast = grads(imp, labels, scores, masks, boxes, *args)
     ref = grads(reference_imp, labels, scores, masks, boxes, *args)
     for a, b in zip(fast, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
@@ -139,35 +147,36 @@ def test_exact_ties_go_to_the_last_cell():
     torch.testing.assert_close(fast[2].sum(), weight[painted].sum())  # gradient mass is preserved
 
 
-def test_negative_values_match_reference():
+def test_negative_values_match_reference(imp):
     # Not probabilities (e.g. logits): the canvas must hold the true maximum, even if < 0.
     gen = torch.Generator().manual_seed(4)
     labels, scores, masks, boxes = random_instances(gen, 5, 2, (24, 24), mask_size=5)
     masks = masks * 2 - 1
     args = (2, (6, 6), 4.0)
-    fast = grads(instance_mask_projection, labels, scores, masks, boxes, *args)
+    fast = grads(imp, labels, scores, masks, boxes, *args)
     ref = grads(reference_imp, labels, scores, masks, boxes, *args)
     assert (fast[0] < 0).any()
     for a, b in zip(fast, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
-def test_int64_index_path(monkeypatch):
+def test_int64_index_path(monkeypatch, imp):
     # Canvases with >= 2**31 entries switch index arithmetic to int64; force that path here.
-    import segfusion.models.imp as imp_module
+    import segfusion.models.imp_torch as imp_torch
 
-    monkeypatch.setattr(imp_module, "_INT32_LIMIT", 0)
+    monkeypatch.setattr(imp_torch, "_INT32_LIMIT", 0)
+    monkeypatch.setattr(imp_cpu, "_INT32_ENTRIES", 0)
     gen = torch.Generator().manual_seed(8)
     labels, scores, masks, boxes = random_instances(gen, 6, 2, (30, 30), mask_size=5)
     labels[:] = 1  # same class: exercises the cross-instance tie resolution as well
     args = (2, (8, 8), 4.0)
-    fast = grads(instance_mask_projection, labels, scores, masks, boxes, *args)
+    fast = grads(imp, labels, scores, masks, boxes, *args)
     ref = grads(reference_imp, labels, scores, masks, boxes, *args)
     for a, b in zip(fast, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
-def test_repeated_calls_with_different_canvases():
+def test_repeated_calls_with_different_canvases(imp):
     # The backward reuses a scratch buffer between calls; stale contents must not leak.
     for seed, canvas_hw in [(20, (9, 7)), (21, (5, 12)), (22, (9, 7))]:
         gen = torch.Generator().manual_seed(seed)
@@ -179,47 +188,45 @@ def test_repeated_calls_with_different_canvases():
         masks[1] = masks[0]
         scores[1] = scores[0]
         args = (2, canvas_hw, 4.0)
-        fast = grads(instance_mask_projection, labels, scores, masks, boxes, *args)
+        fast = grads(imp, labels, scores, masks, boxes, *args)
         ref = grads(reference_imp, labels, scores, masks, boxes, *args)
         for a, b in zip(fast, ref, strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
         assert fast[2][0].abs().sum() == 0  # the duplicate (instance 1, later) takes every tie
 
 
-def test_float32_and_gradcheck():
+def test_float32_and_gradcheck(imp):
     gen = torch.Generator().manual_seed(3)
     labels, scores, masks, boxes = random_instances(gen, 5, 2, (20, 24), mask_size=4, dtype=torch.float32)
     args = (2, (5, 6), 4.0)
-    out = instance_mask_projection(labels, scores, masks, boxes, *args)
+    out = imp(labels, scores, masks, boxes, *args)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, reference_imp(labels, scores, masks, boxes, *args))
     s = scores.double().requires_grad_(True)
     m = masks.double().requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda s_, m_: instance_mask_projection(labels, s_, m_, boxes, *args), (s, m)
-    )
+    assert torch.autograd.gradcheck(lambda s_, m_: imp(labels, s_, m_, boxes, *args), (s, m))
 
 
-def test_box_smaller_than_canvas_cell_covers_one_pixel():
+def test_box_smaller_than_canvas_cell_covers_one_pixel(imp):
     # A 1x1-pixel box inside canvas pixel (2, 1) at stride 4: all 9 cells land on that pixel.
     masks = torch.arange(9, dtype=torch.float32).reshape(1, 3, 3) / 10
-    out = instance_mask_projection(
+    out = imp(
         torch.tensor([1]), torch.tensor([0.5]), masks, torch.tensor([[5.0, 9.0, 6.0, 10.0]]), 2, (4, 4), 4.0
     )
     expected = torch.zeros(2, 4, 4)
     expected[1, 2, 1] = 0.8 * 0.5
     torch.testing.assert_close(out, expected)
     # Zero-size box still covers one pixel.
-    out = instance_mask_projection(
+    out = imp(
         torch.tensor([0]), torch.tensor([1.0]), masks, torch.tensor([[8.0, 8.0, 8.0, 8.0]]), 2, (4, 4), 4.0
     )
     assert out[0, 2, 2] == pytest.approx(0.8) and out.count_nonzero() == 1
 
 
-def test_hand_picture():
+def test_hand_picture(imp):
     # 2x2 mask on box (0, 0, 8, 4), stride 2 -> canvas 2 x 4; cell (i, j) covers x in [4j, 4j+4), y in [2i, 2i+2).
     mask = torch.tensor([[[0.1, 0.2], [0.3, 0.4]]])
-    out = instance_mask_projection(
+    out = imp(
         torch.tensor([0]), torch.tensor([1.0]), mask, torch.tensor([[0.0, 0.0, 8.0, 4.0]]), 1, (3, 5), 2.0
     )
     expected = torch.tensor(
@@ -231,7 +238,7 @@ def test_hand_picture():
     )
     torch.testing.assert_close(out[0], expected)
     # A box straddling canvas pixels: cells cover the union of touched pixels, max wins on shared ones.
-    out = instance_mask_projection(
+    out = imp(
         torch.tensor([0]), torch.tensor([0.5]), mask, torch.tensor([[1.0, 1.0, 5.0, 3.0]]), 1, (3, 5), 2.0
     )
     expected = 0.5 * torch.tensor(
@@ -244,11 +251,11 @@ def test_hand_picture():
     torch.testing.assert_close(out[0], expected)
 
 
-def test_gradient_goes_to_argmax_cell():
+def test_gradient_goes_to_argmax_cell(imp):
     # Two same-class instances over one pixel: only the higher one gets gradient.
     masks = torch.tensor([[[0.9]], [[0.6]]], requires_grad=True)
     scores = torch.tensor([0.5, 1.0], requires_grad=True)
-    out = instance_mask_projection(
+    out = imp(
         torch.tensor([0, 0]), scores, masks, torch.tensor([[0.0, 0, 1, 1], [0.0, 0, 1, 1]]), 1, (1, 1), 1.0
     )
     assert out.item() == pytest.approx(0.6)
@@ -257,23 +264,21 @@ def test_gradient_goes_to_argmax_cell():
     torch.testing.assert_close(scores.grad, torch.tensor([0.0, 0.6]))
 
 
-def test_empty_and_outside():
+def test_empty_and_outside(imp):
     args = (4, (6, 7), 4.0)
-    out = instance_mask_projection(
+    out = imp(
         torch.zeros(0, dtype=torch.int64), torch.zeros(0), torch.zeros(0, 28, 28), torch.zeros(0, 4), *args
     )
     assert out.shape == (4, 6, 7) and out.abs().sum() == 0
     # A box entirely outside paints nothing but still backpropagates (zero gradient).
     masks = torch.ones(1, 3, 3, requires_grad=True)
-    out = instance_mask_projection(
-        torch.tensor([2]), torch.tensor([1.0]), masks, torch.tensor([[-50.0, -50, -10, -10]]), *args
-    )
+    out = imp(torch.tensor([2]), torch.tensor([1.0]), masks, torch.tensor([[-50.0, -50, -10, -10]]), *args)
     assert out.abs().sum() == 0
     out.sum().backward()
     assert masks.grad is not None and masks.grad.abs().sum() == 0
 
 
-def test_input_validation():
+def test_input_validation(imp):
     ok = dict(
         labels=torch.tensor([0]),
         scores=torch.tensor([1.0]),
@@ -283,7 +288,7 @@ def test_input_validation():
 
     def call(**kw):
         a = {**ok, **kw}
-        return instance_mask_projection(a["labels"], a["scores"], a["masks"], a["boxes"], 2, (4, 4), 1.0)
+        return imp(a["labels"], a["scores"], a["masks"], a["boxes"], 2, (4, 4), 1.0)
 
     call()
     with pytest.raises(ValueError, match="labels must lie"):
@@ -299,20 +304,96 @@ def test_input_validation():
     with pytest.raises(ValueError, match="x1 >= x0"):
         call(boxes=torch.tensor([[4.0, 0, 0, 4]]))
     with pytest.raises(ValueError, match="stride"):
-        instance_mask_projection(ok["labels"], ok["scores"], ok["masks"], ok["boxes"], 2, (4, 4), 0.0)
+        imp(ok["labels"], ok["scores"], ok["masks"], ok["boxes"], 2, (4, 4), 0.0)
 
 
-def test_batched_wrapper():
+@pytest.mark.parametrize("backend", ["compiled", "torch"])
+def test_batched_wrapper(backend):
+    # One backward after all images' forwards: per-call state (e.g. the compiled kernel's
+    # reused scratch) must not leak from one image into another's gradient.
     gen = torch.Generator().manual_seed(11)
-    per_image = [random_instances(gen, n, 3, (16, 16), mask_size=4) for n in (3, 0, 5)]
+    per_image = [random_instances(gen, n, 3, (16, 16), mask_size=4) for n in (3, 0, 5, 4)]
+    per_image[3][0][:] = 0  # same class as image 0's first instance, over the same pixels
     lists = [list(x) for x in zip(*per_image, strict=True)]
-    out = instance_mask_projection_batched(*lists, 3, (4, 4), 4.0)
-    assert out.shape == (3, 3, 4, 4)
-    for k, inst in enumerate(per_image):
-        torch.testing.assert_close(out[k], instance_mask_projection(*inst, 3, (4, 4), 4.0))
+    scores = [s.clone().requires_grad_(True) for s in lists[1]]
+    masks = [m.clone().requires_grad_(True) for m in lists[2]]
+    out = instance_mask_projection_batched(lists[0], scores, masks, lists[3], 3, (4, 4), 4.0, backend)
+    assert out.shape == (4, 3, 4, 4)
+    weight = torch.linspace(0.5, 1.5, out.numel(), dtype=out.dtype).reshape(out.shape)
+    (out * weight).sum().backward()
+    for k, (labels, s, m, boxes) in enumerate(per_image):
+        ref = grads(reference_imp, labels, s, m, boxes, 3, (4, 4), 4.0, weight=weight[k])
+        torch.testing.assert_close(out[k].detach(), ref[0], rtol=0, atol=1e-12)
+        torch.testing.assert_close(scores[k].grad, ref[1], rtol=0, atol=1e-12)
+        torch.testing.assert_close(masks[k].grad, ref[2], rtol=0, atol=1e-12)
     assert out[1].abs().sum() == 0 and out[0].abs().sum() > 0
     with pytest.raises(ValueError, match="list lengths"):
         instance_mask_projection_batched(lists[0], lists[1][:2], lists[2], lists[3], 3, (4, 4), 4.0)
+
+
+def test_backends_agree_on_a_cityscapes_sized_input():
+    # The benchmark's setting at a smaller canvas: 60 instances, 28 x 28 masks, float32.
+    gen = torch.Generator().manual_seed(12)
+    labels, scores, masks, boxes = random_instances(
+        gen, 60, 19, (256, 512), mask_size=28, dtype=torch.float32
+    )
+    weight = torch.rand(19, 64, 128, generator=gen)
+    fast = grads(
+        functools.partial(instance_mask_projection, backend="compiled"),
+        labels,
+        scores,
+        masks,
+        boxes,
+        19,
+        (64, 128),
+        4.0,
+        weight=weight,
+    )
+    vectorised = grads(
+        functools.partial(instance_mask_projection, backend="torch"),
+        labels,
+        scores,
+        masks,
+        boxes,
+        19,
+        (64, 128),
+        4.0,
+        weight=weight,
+    )
+    assert (fast[0] > 0).sum() > 1000
+    for a, b in zip(fast, vectorised, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_nan_mask_shows_in_the_canvas(imp):
+    # A diverged mask must not be hidden by the max: its pixels read NaN downstream.
+    masks = torch.full((1, 2, 2), 0.5)
+    masks[0, 0, 0] = float("nan")
+    out = imp(torch.tensor([0]), torch.tensor([1.0]), masks, torch.tensor([[0.0, 0, 8, 8]]), 1, (2, 2), 4.0)
+    assert torch.isnan(out[0, 0, 0]) and out[0, 1, 1] == 0.5
+
+
+def test_backend_choice():
+    args = (
+        torch.tensor([0]),
+        torch.tensor([1.0]),
+        torch.ones(1, 2, 2),
+        torch.tensor([[0.0, 0, 4, 4]]),
+        1,
+        (2, 2),
+        2.0,
+    )
+    assert BACKENDS == ("auto", "compiled", "torch")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        instance_mask_projection(*args, backend="numba")
+    half = (args[0], args[1].bfloat16(), args[2].bfloat16(), *args[3:])
+    with pytest.raises(
+        ValueError, match="compiled backend needs numba and CPU float32/float64 values, got torch.bfloat16"
+    ):
+        instance_mask_projection(*half, backend="compiled")
+    # "auto" takes the torch backend where the compiled one does not apply.
+    torch.testing.assert_close(instance_mask_projection(*half), torch.ones(1, 2, 2, dtype=torch.bfloat16))
+    assert imp_cpu.supports(args[2]) and not imp_cpu.supports(args[2].bfloat16())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
