@@ -80,4 +80,46 @@ def validate_config(config: dict, schema_path: str | os.PathLike, source: str = 
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(f"{source}: " + " | ".join(_message(e, schema) for e in errors[:5]))
+    _check_synthetic_splits(config, source)
     return config
+
+
+def validation_split(dataset: dict) -> str:
+    """The split validated during training: ``val_split``, else the first eval split."""
+    return dataset.get("val_split") or dataset["eval_splits"][0]
+
+
+def used_splits(dataset: dict) -> list[str]:
+    """Every split of a dataset the workflow reads: train, eval and validation, in that order."""
+    names = [dataset["train_split"], *dataset["eval_splits"], validation_split(dataset)]
+    return list(dict.fromkeys(names))
+
+
+def selection_warnings(config: dict) -> list[str]:
+    """Warnings for checkpoint selection on evaluated data (keep_best with val_split unset or evaluated)."""
+    out = []
+    for stage in ("stage1", "stage2"):
+        if not config.get(stage, {}).get("keep_best"):
+            continue
+        for name, dataset in config.get("datasets", {}).items():
+            split = validation_split(dataset)
+            if split in dataset["eval_splits"]:
+                out.append(
+                    f"{stage}.keep_best selects checkpoints on split {split!r} of dataset {name!r}, which is "
+                    f"also evaluated: its metrics are optimistic. Set datasets.{name}.val_split to a held-out split."
+                )
+    return out
+
+
+def _check_synthetic_splits(config: dict, source: str) -> None:
+    """A synthetic dataset must say how many images each split it is used for gets."""
+    for name, dataset in config.get("datasets", {}).items():
+        spec = dataset.get("synthesize")
+        if not spec:
+            continue
+        missing = [s for s in used_splits(dataset) if s not in spec["num"]]
+        if missing:
+            raise ConfigError(
+                f"{source}: datasets.{name}.synthesize.num has no image count for split(s) {missing} "
+                f"(used as train_split, eval_splits or val_split); it has {sorted(spec['num'])}"
+            )

@@ -73,3 +73,38 @@ def test_default_config_is_valid():
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     validate_config(cfg, SCHEMA)
     assert {"panoptic_fpn", "panoptic_fpn_imp"} <= set(cfg["models"])
+
+
+def _micro_config(**datasets_extra):
+    cfg = json.loads(json.dumps(MICRO_CONFIG))
+    cfg["datasets"]["micro"].update(datasets_extra)
+    return cfg
+
+
+def test_val_split_needs_a_synthetic_image_count():
+    cfg = _micro_config(val_split="holdout")
+    with pytest.raises(ConfigError, match=r"datasets.micro.synthesize.num has no image count for split\(s\) \['holdout'\]"):
+        validate_config(cfg, SCHEMA)
+    cfg["datasets"]["micro"]["synthesize"]["num"]["holdout"] = 2
+    assert validate_config(cfg, SCHEMA)["datasets"]["micro"]["val_split"] == "holdout"
+
+
+def test_validation_runs_on_the_held_out_split_and_warns_otherwise(tmp_path):
+    # keep_best on the evaluated split is flagged; a held-out val_split is trained against
+    # (converted, validated) but never evaluated.
+    cfg = _micro_config()
+    cfg["stage2"].update(validate_every=1, keep_best=True)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = run_snakemake(tmp_path, "-n", "-p", timeout=120)
+    text = out.stdout + out.stderr
+    assert "stage2.keep_best selects checkpoints on split 'val' of dataset 'micro'" in text
+    assert "--val-data results/micro/data/val " in text
+
+    cfg["datasets"]["micro"]["val_split"] = "holdout"
+    cfg["datasets"]["micro"]["synthesize"]["num"]["holdout"] = 2
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = run_snakemake(tmp_path, "-n", "-p", timeout=120)
+    text = out.stdout + out.stderr
+    assert "keep_best selects" not in text
+    assert "--val-data results/micro/data/holdout " in text
+    assert "--split holdout" in text and "metrics/panoptic_fpn/seed0/kirillov/holdout.json" not in text

@@ -3,15 +3,24 @@ import json
 
 from pathlib import Path
 
+from snakemake.logging import logger
+
 import segfusion.fusion
 import segfusion.metrics
 from segfusion import sweeps
-from segfusion.config import validate_config
+from segfusion.config import (
+    selection_warnings,
+    used_splits,
+    validate_config,
+    validation_split,
+)
 from segfusion.models.build import resolve_variant
 
 validate_config(
     config, workflow.source_path("../schemas/config.schema.yaml"), source="config"
 )
+for _message in selection_warnings(config):
+    logger.warning(f"segfusion config warning: {_message}")
 
 MODEL_VARIANTS = {
     m: resolve_variant(m, config["custom_models"]) for m in config["models"]
@@ -78,7 +87,7 @@ def all_dataset_stats():
     return [
         f"results/{dataset}/stats/{split}"
         for dataset, d in config["datasets"].items()
-        for split in [d["train_split"], *d["eval_splits"]]
+        for split in used_splits(d)
     ]
 
 

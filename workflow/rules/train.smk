@@ -40,7 +40,7 @@ rule train_stage1:
     input:
         data=lambda w: f"results/{w.dataset}/data/{config['datasets'][w.dataset]['train_split']}",
         val=lambda w: (
-            f"results/{w.dataset}/data/{config['datasets'][w.dataset]['eval_splits'][0]}"
+            f"results/{w.dataset}/data/{validation_split(config['datasets'][w.dataset])}"
             if config["stage1"]["validate_every"] is not None
             else []
         ),
@@ -76,7 +76,7 @@ rule train_stage2:
         data=lambda w: f"results/{w.dataset}/data/{config['datasets'][w.dataset]['train_split']}",
         init="results/{dataset}/models/maskrcnn/seed{seed}/stage1.pt",
         val=lambda w: (
-            f"results/{w.dataset}/data/{config['datasets'][w.dataset]['eval_splits'][0]}"
+            f"results/{w.dataset}/data/{validation_split(config['datasets'][w.dataset])}"
             if config["stage2"]["validate_every"] is not None
             else []
         ),
