@@ -403,3 +403,20 @@ def test_cuda_matches_cpu():
     cpu = instance_mask_projection(*inst, 3, (10, 10), 4.0)
     gpu = instance_mask_projection(*(t.cuda() for t in inst), 3, (10, 10), 4.0)
     torch.testing.assert_close(gpu.cpu(), cpu)
+
+
+def test_without_numba_auto_uses_torch_and_compiled_says_why(monkeypatch):
+    monkeypatch.setattr(imp_cpu, "numba", None)
+    args = (
+        torch.tensor([0]),
+        torch.tensor([1.0]),
+        torch.ones(1, 2, 2),
+        torch.tensor([[0.0, 0, 4, 4]]),
+        1,
+        (2, 2),
+        2.0,
+    )
+    assert not imp_cpu.available() and not imp_cpu.supports(args[2])
+    torch.testing.assert_close(instance_mask_projection(*args), torch.ones(1, 2, 2))
+    with pytest.raises(ValueError, match=r"\(numba missing\)"):
+        instance_mask_projection(*args, backend="compiled")
