@@ -366,11 +366,17 @@ def test_backends_agree_on_a_cityscapes_sized_input():
 
 
 def test_nan_mask_shows_in_the_canvas(imp):
-    # A diverged mask must not be hidden by the max: its pixels read NaN downstream.
-    masks = torch.full((1, 2, 2), 0.5)
+    # A diverged mask must not be hidden by the max, whether it comes before or after a
+    # finite value on the same pixel (within one instance and across instances).
+    masks = torch.full((2, 2, 2), 0.5)
     masks[0, 0, 0] = float("nan")
-    out = imp(torch.tensor([0]), torch.tensor([1.0]), masks, torch.tensor([[0.0, 0, 8, 8]]), 1, (2, 2), 4.0)
-    assert torch.isnan(out[0, 0, 0]) and out[0, 1, 1] == 0.5
+    boxes = torch.tensor([[0.0, 0, 8, 8], [0.0, 0, 8, 8]])
+    for order in ([0, 1], [1, 0]):
+        out = imp(torch.tensor([0, 0]), torch.tensor([1.0, 1.0]), masks[order], boxes[order], 1, (2, 2), 4.0)
+        assert torch.isnan(out[0, 0, 0]) and out[0, 1, 1] == 0.5
+    tiny = torch.tensor([[[0.9, float("nan")], [0.2, 0.1]]])  # one pixel covered by all four cells
+    out = imp(torch.tensor([0]), torch.tensor([1.0]), tiny, torch.tensor([[1.0, 1, 2, 2]]), 1, (2, 2), 4.0)
+    assert torch.isnan(out[0, 0, 0])
 
 
 def test_backend_choice():

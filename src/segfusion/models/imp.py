@@ -31,6 +31,9 @@ against a loop reference in ``tests/models/test_imp.py``):
 * ``"torch"`` (`imp_torch`): separable sparse-table range maxima and one scatter_reduce,
   no Python loop over instances or cells; any device and dtype (the CUDA path).
 * ``"auto"`` (default): compiled where it applies, torch elsewhere.
+
+Values containing NaN (a diverged mask) always take the torch backend: its maximum
+propagates NaN, so the divergence shows in the canvas instead of being painted over.
 """
 
 from __future__ import annotations
@@ -138,7 +141,8 @@ def instance_mask_projection(
     canvas_hw: (H, W) of the canvas.
     stride:    image pixels per canvas pixel (4 for the 1/4 canvas of Fig. 4).
     backend:   "auto", "compiled" or "torch" (module docstring); "compiled" on inputs it
-               cannot take (not CPU float32/float64, or numba missing) is an error.
+               cannot take (not CPU float32/float64, or numba missing) is an error; NaN
+               values take the torch backend either way.
 
     Returns (C, H, W) in the dtype of ``masks * scores``: per pixel and class, the maximum
     of ``mask * score`` over the cells that cover it, 0 where none does. See the module
@@ -158,7 +162,12 @@ def instance_mask_projection(
             f"IMP: the compiled backend needs numba and CPU float32/float64 values, got "
             f"{values.dtype} on {values.device} (numba {'present' if imp_cpu.available() else 'missing'})"
         )
-    project = imp_cpu.project_compiled if compiled and backend != "torch" else project_torch
+    # NaN values (a diverged mask) go to the torch backend, whose maximum propagates NaN, so
+    # that the divergence shows in the canvas whatever the painting order (imp_cpu._paint).
+    if compiled and backend != "torch" and not bool(torch.isnan(values).any()):
+        project = imp_cpu.project_compiled
+    else:
+        project = project_torch
     canvas = project(values, labels, x_start, x_stop, y_start, y_stop, num_classes, (height, width))
     return canvas.view(num_classes, height, width)
 

@@ -82,8 +82,9 @@ def _paint(values, labels, x_start, x_stop, y_start, y_stop, height, width, canv
     Per instance and rectangle pixel, the maximum over the cells covering the pixel (rows
     i in [ia, ib], columns j in [ja, jb]) is taken first, scanning (i, j) in order, then
     compared with the canvas: the same winner as painting cell by cell in (n, i, j) order
-    with ">=", at one canvas access per pixel and instance. "not <" is ">=" that also lets
-    a NaN through, so a diverged mask shows in the canvas instead of vanishing. An
+    with ">=", at one canvas access per pixel and instance. Values must be NaN-free (NaN
+    makes these comparisons order-dependent; `imp` sends such inputs to the torch backend,
+    whose maximum propagates NaN, and a NaN-aware test here costs ~40 % of the kernel). An
     instance's cells tile its rectangle without gaps (cell k + 1 starts at floor(a) <=
     ceil(a), where cell k stops), so the rectangles are exactly the painted pixels.
 
