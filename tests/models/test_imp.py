@@ -338,27 +338,10 @@ def test_backends_agree_on_a_cityscapes_sized_input():
         gen, 60, 19, (256, 512), mask_size=28, dtype=torch.float32
     )
     weight = torch.rand(19, 64, 128, generator=gen)
-    fast = grads(
-        functools.partial(instance_mask_projection, backend="compiled"),
-        labels,
-        scores,
-        masks,
-        boxes,
-        19,
-        (64, 128),
-        4.0,
-        weight=weight,
-    )
-    vectorised = grads(
-        functools.partial(instance_mask_projection, backend="torch"),
-        labels,
-        scores,
-        masks,
-        boxes,
-        19,
-        (64, 128),
-        4.0,
-        weight=weight,
+    inputs = (labels, scores, masks, boxes, 19, (64, 128), 4.0)
+    fast, vectorised = (
+        grads(functools.partial(instance_mask_projection, backend=b), *inputs, weight=weight)
+        for b in ("compiled", "torch")
     )
     assert (fast[0] > 0).sum() > 1000
     for a, b in zip(fast, vectorised, strict=True):
