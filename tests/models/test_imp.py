@@ -362,8 +362,9 @@ def test_nan_mask_shows_in_the_canvas(imp):
     assert torch.isnan(out[0, 0, 0])
 
 
-def test_backend_choice():
-    args = (
+def one_saturated_box():
+    """Arguments of one all-ones 2 x 2 mask filling a 2 x 2 canvas (stride 2): the canvas is all ones."""
+    return (
         torch.tensor([0]),
         torch.tensor([1.0]),
         torch.ones(1, 2, 2),
@@ -372,6 +373,10 @@ def test_backend_choice():
         (2, 2),
         2.0,
     )
+
+
+def test_backend_choice():
+    args = one_saturated_box()
     assert BACKENDS == ("auto", "compiled", "torch")
     with pytest.raises(ValueError, match="backend must be one of"):
         instance_mask_projection(*args, backend="numba")
@@ -396,15 +401,7 @@ def test_cuda_matches_cpu():
 
 def test_without_numba_auto_uses_torch_and_compiled_says_why(monkeypatch):
     monkeypatch.setattr(imp_cpu, "numba", None)
-    args = (
-        torch.tensor([0]),
-        torch.tensor([1.0]),
-        torch.ones(1, 2, 2),
-        torch.tensor([[0.0, 0, 4, 4]]),
-        1,
-        (2, 2),
-        2.0,
-    )
+    args = one_saturated_box()
     assert not imp_cpu.available() and not imp_cpu.supports(args[2])
     torch.testing.assert_close(instance_mask_projection(*args), torch.ones(1, 2, 2))
     with pytest.raises(ValueError, match=r"\(numba missing\)"):
