@@ -7,9 +7,10 @@ import pytest
 
 from segfusion.cli import main
 from segfusion.datasets.canonical import CanonicalSplit
-from segfusion.evaluation import evaluate_fused, gather_states, most_frequent_class_miou, rpn_recall
+from segfusion.evaluation import evaluate_fused, gather_states
 from segfusion.io.atomic import write_json
 from segfusion.io.fused import read_fused, write_fused
+from segfusion.metrics.statistics import most_frequent_class_miou, rpn_recall
 
 
 def _gt_as_fused(split_dir, out, names=None):

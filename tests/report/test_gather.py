@@ -12,15 +12,12 @@ from segfusion.datasets.canonical import CanonicalSplit, DatasetError
 from segfusion.evaluation import (
     UNIT_INTERVAL_KEYS,
     _check_unit_interval,
-    _dense,
-    bootstrap_ci,
     evaluate_fused,
     gather_states,
-    miou_from_sums,
-    pq_from_sums,
 )
 from segfusion.io.atomic import read_json, write_json
 from segfusion.io.fused import write_fused
+from segfusion.metrics.statistics import bootstrap_ci, dense_per_image, miou_from_sums, pq_from_sums
 from segfusion.types import Panoptic
 
 
@@ -88,8 +85,8 @@ def test_sums_of_per_image_statistics_reproduce_the_point_estimates(street_canon
     m = gather_states([str(p) for p in paths], {})["metrics"]
     stats = [read_json(p)["per_image_stats"] for p in paths]
     c = stats[0]["num_classes"]
-    pan = np.concatenate([_dense(s["panoptic"], c, 4) for s in stats]).sum(axis=0)
-    sem = np.concatenate([_dense(s["semantic"], c, 3) for s in stats]).sum(axis=0)
+    pan = np.concatenate([dense_per_image(s["panoptic"], c, 4) for s in stats]).sum(axis=0)
+    sem = np.concatenate([dense_per_image(s["semantic"], c, 3) for s in stats]).sum(axis=0)
     assert float(pq_from_sums(pan)) == pytest.approx(m["pq"], abs=1e-12)
     assert float(miou_from_sums(sem)) == pytest.approx(m["miou"], abs=1e-12)
 

@@ -22,6 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from segfusion.metrics.statistics import class_iou
+
 STATE_VERSION = 1
 
 
@@ -163,9 +165,8 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, Any]:
     tp = np.diag(cm[:, :c]).astype(np.float64)
     gt_total = cm.sum(axis=1).astype(np.float64)  # TP + FN (FN includes void predictions)
     pred_total = cm[:, :c].sum(axis=0).astype(np.float64)  # TP + FP (valid GT only)
-    denom = gt_total + pred_total - tp
+    iou = class_iou(tp, gt_total, pred_total)
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(denom > 0, tp / np.where(denom > 0, denom, 1), np.nan)
         acc = np.where(gt_total > 0, tp / np.where(gt_total > 0, gt_total, 1), np.nan)
     total = gt_total.sum()
     return {
@@ -178,14 +179,9 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, Any]:
 
 
 def _miou(cm: np.ndarray) -> float | None:
-    """mIoU of a (C, C + 1) confusion matrix (the ``miou`` of `scores_from_confusion`, faster)."""
+    """mIoU of a (C, C + 1) confusion matrix (the ``miou`` of `scores_from_confusion`, without the rest)."""
     c = cm.shape[0]
-    tp = cm.diagonal()
-    denom = cm.sum(axis=1) + cm[:, :c].sum(axis=0) - tp
-    present = denom > 0
-    if not present.any():
-        return None
-    return float(min(1.0, max(0.0, (tp[present] / denom[present]).mean())))
+    return _nanmean(class_iou(cm.diagonal(), cm.sum(axis=1), cm[:, :c].sum(axis=0)))
 
 
 def _nanmean(values: np.ndarray) -> float | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from segfusion.evaluation import BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES
+from segfusion.metrics.statistics import BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES
 
 PERCENT = 100.0
 
