@@ -110,15 +110,17 @@ def measure_forward_ms() -> float:
     """One-thread forward time of the tiny panoptic_fpn at 1024 x 2048 (after one warm-up run)."""
     import torch
 
-    from segfusion.models.build import MODEL_PRESETS, Architecture, build_model
+    from segfusion.models.build import build_model
+    from segfusion.specs import MODEL_PRESETS, InferenceSpec, ModelSpec
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = build_model(MODEL_PRESETS["panoptic_fpn"], Architecture(test_min_size=IMAGE_HW[0], max_size=IMAGE_HW[1]), cityscapes_classes())
+    model = build_model(MODEL_PRESETS["panoptic_fpn"], ModelSpec(max_size=IMAGE_HW[1]), cityscapes_classes())
+    inference = InferenceSpec(test_min_size=IMAGE_HW[0])
     image = torch.rand(3, *IMAGE_HW)
-    model.predict([image])
+    model.predict([image], inference)
     t0 = time.perf_counter()
-    model.predict([image])
+    model.predict([image], inference)
     return 1000 * (time.perf_counter() - t0)
 
 

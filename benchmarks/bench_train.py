@@ -1,6 +1,6 @@
 """Benchmark of the stage-1 training loop against a plain torchvision Mask R-CNN loop.
 
-Setting: the demo's tiny architecture (`Architecture()` defaults: ``tiny`` backbone, FPN 64,
+Setting: the demo's tiny architecture (`ModelSpec()` defaults: ``tiny`` backbone, FPN 64,
 short side 128, long side 256), batches of 4 synthetic street scenes of 128 x 256
 (`segfusion.datasets.synthetic.synthesize_street` converted with
 `segfusion.datasets.registry.convert`), CPU, one torch thread by default.
@@ -61,12 +61,13 @@ def _setup(data_dir: str, threads: int):
 
     from segfusion.datasets.canonical import CanonicalSplit
     from segfusion.datasets.torch_dataset import PanopticTrainingData
-    from segfusion.models.build import MODEL_PRESETS, Architecture, build_model
+    from segfusion.models.build import build_model
+    from segfusion.specs import MODEL_PRESETS, ModelSpec
 
     torch.set_num_threads(threads)
     split = CanonicalSplit(data_dir)
     torch.manual_seed(SEED)
-    model = build_model(MODEL_PRESETS["maskrcnn_imp"], Architecture(), split.classes)
+    model = build_model(MODEL_PRESETS["maskrcnn_imp"], ModelSpec(), split.classes)
     return model, PanopticTrainingData(split)
 
 
@@ -76,12 +77,13 @@ def _peak_mb() -> float:
 
 def run_ours(data_dir: str, iterations: int, warmup: int, threads: int) -> dict:
     """`segfusion.training.loop.train`, stage-1 settings, in this (fresh) process."""
-    from segfusion.training.loop import LoopOptions, Schedule, train
+    from segfusion.specs import Schedule, TrainSpec
+    from segfusion.training.loop import train
 
     model, data = _setup(data_dir, threads)
     with tempfile.TemporaryDirectory() as run_dir:
         t0, c0 = time.perf_counter(), time.process_time()
-        history = train(model, data, Schedule(iterations=warmup + iterations, lr=0.01), LoopOptions(seed=SEED, batch_size=BATCH, checkpoint_every=10**9),
+        history = train(model, data, TrainSpec(Schedule(iterations=warmup + iterations, lr=0.01), seed=SEED, batch_size=BATCH, checkpoint_every=10**9),
                         Path(run_dir), progress=False)
         total, cpu = time.perf_counter() - t0, time.process_time() - c0
     seconds = [r["seconds"] for r in history[warmup:]]

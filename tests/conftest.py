@@ -41,7 +41,8 @@ MICRO_CONFIG = {
         }
     },
     "models": ["maskrcnn_imp", "panoptic_fpn", "panoptic_fpn_imp"],
-    "architecture": {"min_size": [64], "test_min_size": 64, "max_size": 128},
+    "architecture": {"min_size": [64], "max_size": 128},
+    "inference": {"test_min_size": 64},
     "stage1": {"schedule": {"iterations": 4, "lr": 0.01}, "batch_size": 2, "checkpoint_every": 2},
     "stage2": {"schedule": {"iterations": 2, "lr": 0.01}, "batch_size": 2, "checkpoint_every": 2, "freeze": ["backbone", "rpn", "roi_heads"]},
     "predict": {"shards": 1, "batch_size": 2},

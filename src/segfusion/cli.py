@@ -94,81 +94,49 @@ def cmd_dataset_stats(a) -> None:
 
 # -- models --------------------------------------------------------------------------------------
 def cmd_train(a) -> None:
-    """Stage 1 or 2 training; under torchrun every rank runs this, only rank 0 writes files."""
+    """Stage 1 or 2 training; under torchrun every rank runs this, only rank 0 writes files.
+
+    ``--params``: ``{"stage": config stage1/stage2, "seed": N, "architecture": config
+    architecture (stage 1), "variant": {detector, head, imp} (stage 2)}``.
+    """
+    from segfusion.specs import ModelSpec, ModelVariant, TrainSpec
+
+    p = _params(a.params)
+    _known(p, ("stage", "seed", "architecture", "variant"), "train --params")
+    spec = TrainSpec.from_dict(p.get("stage"), where=f"stage{a.stage}", seed=p.get("seed", 0))
+    model_spec = ModelSpec.from_dict(p.get("architecture"))
     _threads(a.threads)
     import torch
 
-    from segfusion.datasets.canonical import CanonicalSplit
-    from segfusion.datasets.torch_dataset import Augmentation, PanopticTrainingData
-    from segfusion.models.build import MODEL_PRESETS, Architecture, ModelVariant, build_model
-    from segfusion.training.checkpoint import load_model, run_hash, save_model
     from segfusion.training.distributed import init_distributed, shutdown
-    from segfusion.training.loop import LoopOptions, Schedule, plot_loss, read_best, train, write_loss_csv
+    from segfusion.training.stage import STAGE1_VARIANT, train_stage
 
+    variant = STAGE1_VARIANT if a.stage == 1 else ModelVariant.from_dict(p.get("variant") or {}, where="train --params variant")
     torch.set_num_threads(a.threads)
-    p = _params(a.params)
-    split = CanonicalSplit(a.data)
-    if a.stage == 1:
-        variant = MODEL_PRESETS["maskrcnn_imp"]  # stage 1 is Mask R-CNN alone
-    else:
-        variant = ModelVariant(**p["variant"])
-    loop = dict(p.get("loop", {}))
-    frozen = tuple(loop.pop("freeze", ()))
-    options = LoopOptions(
-        seed=int(p.get("seed", 0)),
-        train_detector=variant.detector and not {"rpn", "roi_heads"} <= set(frozen),
-        **loop,
-    )
-    validator = None
-    if a.val_data:
-        from segfusion.training.validation import Validator
-
-        val_split = CanonicalSplit(a.val_data)
-        if val_split.classes != split.classes:
-            raise ValueError(f"--val-data {a.val_data}: its classes {val_split.classes.names} differ from {a.data}'s {split.classes.names}")
-        validator = Validator(val_split, a.stage, batch_size=max(1, options.batch_size))
     ctx = init_distributed(a.backend, a.device)
     try:
-        run_dir = Path(a.run_dir) / run_hash(p, a.init)
-        if ctx.is_main:
-            print(f"stage {a.stage}: {variant}, run directory {run_dir}, {ctx.world_size} process(es) on {ctx.device}", flush=True)
-        torch.manual_seed(int(p.get("seed", 0)))
-        if a.init:
-            model, _, _ = load_model(a.init, variant=variant)
-        else:
-            model = build_model(variant, Architecture.from_dict(p.get("arch", {})), split.classes)
-            if p.get("arch", {}).get("pretrained"):
-                from segfusion.training.pretrained import load_pretrained
-
-                info = load_pretrained(model, p["arch"]["pretrained"], split.classes, p["arch"].get("class_remap"))
-                if ctx.is_main:
-                    print(f"loaded {info['loaded']} pretrained tensors from {p['arch']['pretrained']}; remapped classes {info['remapped']}")
-        model.freeze(frozen)
-        schedule = Schedule(**{**p["schedule"], "steps": tuple(p["schedule"].get("steps", ()))})
-        data = PanopticTrainingData(split, Augmentation(**{**p.get("augmentation", {}), "crop_size": _crop(p)}))
-        t0 = time.perf_counter()
-        history = train(model, data, schedule, options, run_dir, progress=not a.no_progress, validator=validator, ctx=ctx)
-        if not ctx.is_main:
-            return
-        model.to("cpu")
-        plot_loss(run_dir / "loss.png", history, f"stage {a.stage} {variant.head}{' + IMP' if variant.imp else ''}")
-        extra = {"params": p, "run_dir": str(run_dir), "seconds": time.perf_counter() - t0, "world_size": ctx.world_size}
-        if options.keep_best:
-            extra["best"] = read_best(run_dir)
-        save_model(a.out, model, split.classes, a.stage, extra=extra)
-        if a.loss_csv:
-            write_loss_csv(Path(a.loss_csv), history)
-        print(f"wrote {a.out} after {schedule.iterations} iterations ({time.perf_counter() - t0:.1f} s)")
+        train_stage(a.stage, a.data, spec, variant, model_spec, a.out, a.run_dir, ctx, init=a.init, val_data=a.val_data,
+                    loss_csv=a.loss_csv, progress=not a.no_progress)
     finally:
         shutdown(ctx)
 
 
-def _crop(p: dict):
-    crop = p.get("augmentation", {}).get("crop_size")
-    return tuple(crop) if crop else None
+def _known(p: dict, keys, where: str) -> None:
+    from segfusion.specs import unknown_key_error
+
+    for key in p:
+        if key not in keys:
+            raise unknown_key_error(where, key, keys)
 
 
 def cmd_predict(a) -> None:
+    """``--params``: ``{"predict": config predict, "inference": config inference}``."""
+    from segfusion.specs import InferenceSpec, PredictSpec
+
+    p = _params(a.params)
+    _known(p, ("predict", "inference"), "predict --params")
+    spec = PredictSpec.from_dict(p.get("predict"))
+    inference = InferenceSpec.from_dict(p.get("inference"))
     _threads(a.threads)
     import torch
 
@@ -180,14 +148,13 @@ def cmd_predict(a) -> None:
     from segfusion.training.checkpoint import file_digest, load_model
 
     torch.set_num_threads(a.threads)
-    p = _params(a.params)
     model, classes, payload = load_model(a.model)
     split = CanonicalSplit(a.data)
     if split.classes != classes:
         raise SystemExit(f"{a.model}: trained on classes {classes.names}, but {a.data} has {split.classes.names}")
     index, count = a.shard
     records = shard_records(split.images, index, count)
-    config_hash = prediction_config_hash(a.model, p, file_digest(a.model))
+    config_hash = prediction_config_hash(spec, inference, file_digest(a.model))
     name = Path(a.model).parent.parent.name
     # Parameters and FLOPs (IMP Table 6, Seamless Sec. 5.4) on the split's first image by id,
     # so every shard of a split stores the same figures; they travel to the metrics via evaluate.
@@ -196,11 +163,10 @@ def cmd_predict(a) -> None:
         from segfusion.models.efficiency import efficiency_summary
 
         first = min(split.images, key=lambda r: r.image_id)
-        efficiency = efficiency_summary(model, (first.height, first.width), image=split.image(first))
-    with CacheWriter(a.out, name, config_hash, classes, {**provenance(), "efficiency": efficiency}) as writer:
-        stats = predict_split(
-            model, split, records, writer, batch_size=int(p.get("batch_size", 4)), store_canvas=bool(p.get("store_canvas", False))
-        )
+        efficiency = efficiency_summary(model, (first.height, first.width), image=split.image(first), inference=inference)
+    extra = {**provenance(), "efficiency": efficiency, "inference": inference.to_dict()}
+    with CacheWriter(a.out, name, config_hash, classes, extra) as writer:
+        stats = predict_split(model, split, records, writer, spec, inference)
     flops = f", {efficiency['flops'] / 1e9:.2f} GFLOPs/image, {efficiency['parameters'] / 1e6:.2f} M parameters" if efficiency else ""
     print(f"wrote {a.out}: {stats['images']} images, {stats['images_per_second']:.2f} images/s{flops}")
 
@@ -219,30 +185,34 @@ def cmd_export_predictions(a) -> None:
     print(f"wrote {a.out}: {stats['images']} images, {stats['detections']} detections (instances.json + semantic/*.npy)")
 
 
-def prediction_config_hash(model_path: str, predict_params: dict, model_digest: str) -> str:
-    import hashlib
+def prediction_config_hash(spec, inference, model_digest: str) -> str:
+    """The cache's ``config_hash``: the model file, the test-time settings and what of the predict
+    job changes its outputs (images per forward pass: padding; whether the canvas is stored)."""
+    from segfusion.specs import stable_hash
 
-    h = hashlib.sha256(json.dumps(predict_params, sort_keys=True).encode())
-    h.update(model_digest.encode())
-    return h.hexdigest()[:16]
+    return stable_hash({"model": model_digest, "inference": inference.to_dict(), "batch_size": spec.batch_size, "store_canvas": spec.store_canvas})
 
 
 # -- fusion and metrics --------------------------------------------------------------------------
 def cmd_fuse(a) -> None:
+    """``--method``: a method or a sweep point (``kirillov@overlap_threshold=0.3``); ``--params``:
+    the method's parameters (config ``fusion.params.{method}``), checked before any image is read."""
+    from segfusion.specs import FusionSpec
+
+    spec = FusionSpec.for_variant(a.method, _params(a.params))
     from tqdm import tqdm
 
     from segfusion.fusion import fuse
     from segfusion.inference.cache import CacheReader
     from segfusion.io.fused import write_fused
 
-    params = _params(a.params)
-    meta = {"method": a.method, "params": params, "cache": str(a.cache)}
+    meta = {**spec.to_dict(), "variant": a.method, "cache": str(a.cache)}
     seconds: list[float] = []
 
     def items(reader):
         for cached in tqdm(reader, total=len(reader), desc=f"fuse {a.method}"):
             t0 = time.perf_counter()
-            pan = fuse(a.method, cached.instances, cached.semantic, reader.classes, **params)
+            pan = fuse(spec.method, cached.instances, cached.semantic, reader.classes, **spec.params)
             seconds.append(time.perf_counter() - t0)
             yield cached.name, cached.image_id, pan
         # write_fused writes panoptic.json after consuming every item, so the timing lands in it.
@@ -290,12 +260,15 @@ def cmd_aggregate(a) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from segfusion.config import registries as registry_names
+
+    registries = registry_names()
     parser = argparse.ArgumentParser(prog="segfusion", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("synthesize", help="write seeded synthetic scenes in a raw native layout")
-    s.add_argument("--flavour", choices=["street", "clothing"], default="street")
+    s.add_argument("--flavour", choices=registries["flavours"], default="street")
     s.add_argument("--out", required=True)
     s.add_argument("--split", required=True)
     s.add_argument("--num", type=int, required=True)
@@ -304,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_synthesize)
 
     s = sub.add_parser("convert", help="raw dataset -> canonical dataset split")
-    s.add_argument("--format", required=True, choices=["cityscapes", "coco_panoptic", "modanet", "vcp"])
+    s.add_argument("--format", required=True, choices=registries["formats"])
     s.add_argument("--raw", required=True)
     s.add_argument("--split", required=True)
     s.add_argument("--out", required=True)
@@ -326,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="stage 1 (Mask R-CNN) or stage 2 (semantic/IMP head) training")
     s.add_argument("--stage", type=int, choices=[1, 2], required=True)
     s.add_argument("--data", required=True, help="canonical training split")
-    s.add_argument("--params", required=True, help="training params (JSON or file)")
+    s.add_argument("--params", required=True, help='training params (JSON or file): {"stage": {...}, "seed": N, "architecture": {...}, "variant": {...}}')
     s.add_argument("--out", required=True, help="final model file")
     s.add_argument("--run-dir", required=True, help="root of run directories; the run goes to ROOT/<params hash>")
     s.add_argument("--init", help="model file to start from (stage 1 weights for stage 2)")
@@ -343,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--shard", type=_shard, default=(0, 1), help="I/K, 0-based")
-    s.add_argument("--params", help="predict params (JSON or file)")
+    s.add_argument("--params", help='predict params (JSON or file): {"predict": {...}, "inference": {...}}')
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_predict)
 
@@ -365,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("fuse", help="fuse a prediction cache with one method")
     s.add_argument("--cache", required=True)
-    s.add_argument("--method", required=True)
+    s.add_argument("--method", required=True, help=f"one of {registries['fusion_methods']}, or a sweep point METHOD@PARAM=VALUE")
     s.add_argument("--params", help="method params (JSON or file)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_fuse)

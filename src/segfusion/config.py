@@ -69,19 +69,110 @@ def _message(err, root: dict) -> str:
     return f"{_where(err.absolute_path)}: {err.message}"
 
 
+def registries() -> dict[str, list[str]]:
+    """The registries whose names the schema's ``x-registry`` markers stand for."""
+    from segfusion.datasets.registry import FORMATS
+    from segfusion.datasets.synthetic import FLAVOURS
+    from segfusion.fusion import FUSION_METHODS
+    from segfusion.specs import HEADS, NO_HEAD
+
+    return {
+        "fusion_methods": list(FUSION_METHODS),
+        "formats": list(FORMATS),
+        "heads": [*HEADS, NO_HEAD],
+        "flavours": list(FLAVOURS),
+    }
+
+
+def _inject(node, names: dict[str, list[str]]):
+    """Replace every ``x-registry: NAME`` with ``enum`` (and ``x-registry-properties: NAME`` with one
+    property per name), recursively."""
+    if isinstance(node, list):
+        return [_inject(v, names) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _inject(v, names) for k, v in node.items() if k not in ("x-registry", "x-registry-properties")}
+    if "x-registry" in node:
+        out["enum"] = list(names[node["x-registry"]])
+    if "x-registry-properties" in node:
+        template = node["x-registry-properties"]
+        out["properties"] = {n: copy.deepcopy(template["each"]) for n in names[template["registry"]]}
+    if out.get("x-default-registry"):
+        out["default"] = list(names[out.pop("x-default-registry")])
+    return out
+
+
+def load_schema(schema_path: str | os.PathLike) -> dict:
+    """The config schema with its registry-backed enums filled in from the registries."""
+    with open(schema_path) as fh:
+        return _inject(yaml.safe_load(fh), registries())
+
+
+MOVED_KEYS = {
+    f"architecture.{key}": f"inference.{key}"
+    for key in ("test_min_size", "box_score_thresh", "detections_per_image", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")
+}
+"""Keys of earlier configs and where they live now (test-time settings belong to prediction)."""
+
+
+def _check_moved_keys(config: dict, source: str) -> None:
+    for old, new in MOVED_KEYS.items():
+        section, key = old.split(".")
+        if isinstance(config.get(section), dict) and key in config[section]:
+            raise ConfigError(f"{source}: {old} moved to {new} (test-time settings belong to prediction, not to training)")
+
+
 def validate_config(config: dict, schema_path: str | os.PathLike, source: str = "config") -> dict:
-    """Fill defaults into ``config`` (in place) and validate it; raise ConfigError naming the key."""
+    """Fill defaults into ``config`` (in place) and validate it; raise ConfigError naming the key.
+
+    After the schema, every spec the workflow will build is built once (`check_specs`), so
+    fusion parameters, sweeps and training options fail here, before any job runs.
+    """
     import jsonschema
 
-    with open(schema_path) as fh:
-        schema = yaml.safe_load(fh)
+    _check_moved_keys(config, source)
+    schema = load_schema(schema_path)
     fill_defaults(config, schema, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(f"{source}: " + " | ".join(_message(e, schema) for e in errors[:5]))
     _check_synthetic_splits(config, source)
+    try:
+        check_specs(config)
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
     return config
+
+
+def training_processes(config: dict) -> int:
+    """Data-parallel processes of every training job (config ``train``)."""
+    train = config["train"]
+    processes = train["nnodes"] * train["nproc_per_node"]
+    if train["launcher"] == "none" and processes != 1:
+        raise ConfigError("config train: nproc_per_node and nnodes > 1 need launcher: torchrun")
+    return processes
+
+
+def check_specs(config: dict) -> None:
+    """Build every spec of a (defaults-filled) config once; raise SpecError naming the key path."""
+    from segfusion import sweeps
+    from segfusion.specs import FusionSpec, InferenceSpec, ModelSpec, PredictSpec, TrainSpec, resolve_variant
+
+    ModelSpec.from_dict(config["architecture"])
+    InferenceSpec.from_dict(config["inference"])
+    PredictSpec.from_dict(config["predict"])
+    processes = training_processes(config)
+    for stage in ("stage1", "stage2"):
+        TrainSpec.from_dict(config[stage], stage).check_processes(processes, stage)
+    for name in config["models"]:
+        resolve_variant(name, config["custom_models"])
+    fusion = config["fusion"]
+    for name in sweeps.expand(fusion["methods"], config["sweeps"]):
+        method = sweeps.parse_variant(name)[0]
+        FusionSpec.for_variant(name, fusion["params"].get(method, {}))
+    for method, params in fusion["params"].items():
+        FusionSpec.from_dict(method, params)
 
 
 def validation_split(dataset: dict) -> str:

@@ -11,9 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
-
-from segfusion.config import _resolve
+from segfusion.config import _resolve, load_schema
 
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -50,7 +48,7 @@ def _rows(schema: dict, root: dict, prefix: str) -> list[tuple[str, str, str, st
 
 
 def render(schema_path: Path = SCHEMA) -> str:
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for path, typ, default, desc in _rows(schema, schema, ""):
         lines.append(f"| `{path}` | {typ} | {f'`{default}`' if default else ''} | {desc} |")

@@ -160,7 +160,7 @@ def test_unknown_method_and_parameters_are_named() -> None:
     inst, sem, classes = _tiny_inputs()
     with pytest.raises(ValueError, match=r"unknown fusion method 'nope'.*costea"):
         fuse("nope", inst, sem, classes)
-    with pytest.raises(ValueError, match=r"unknown parameters \['thresh'\].*score_threshold"):
+    with pytest.raises(ValueError, match=r"jsis.thresh: unknown parameter.*score_threshold"):
         fuse("jsis", inst, sem, classes, thresh=0.3)
     with pytest.raises(ValueError, match="not both"):
         fuse("kirillov", inst, sem, classes, stuff_area=10, stuff_area_fraction=0.1)

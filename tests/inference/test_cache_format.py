@@ -20,6 +20,7 @@ from segfusion.inference.cache import (
     quantize,
     unpack_masks,
 )
+from segfusion.inference.paste import paste_masks
 from segfusion.types import Instances, SemanticPrediction
 
 
@@ -61,7 +62,7 @@ def test_roundtrip_returns_typed_objects(tmp_path, compression):
             np.testing.assert_allclose(cached.instances.mask_prob, src["mask_prob"], atol=1e-3)
             assert np.abs(cached.semantic.prob - src["semantic_prob"]).max() <= 1 / 510 + 1e-7
             assert cached.semantic.prob.dtype == np.float32 and cached.instances.mask_image is None
-            assert cached.forward_seconds == 0.5 and cached.canvas is None and cached.pasted is None
+            assert cached.forward_seconds == 0.5 and cached.canvas is None
             np.testing.assert_allclose(cached.proposals, src["boxes"], atol=0.02)
             det = r.read_detections(cached.name)
             assert det.image_id == cached.image_id and np.array_equal(det.instances.scores, cached.instances.scores)
@@ -200,10 +201,10 @@ def test_image_relative_masks_roundtrip(tmp_path):
     inst = Instances(boxes, rng.random(4), np.array([11, 12, 13, 18]), (30, 45), mask_image=masks)
     sem = SemanticPrediction(np.full((19, 30, 45), 1 / 19, np.float32), (30, 45))
     with CacheWriter(tmp_path / "c.h5", "imported", "h", classes) as w:
-        w.add_prediction("x", 3, inst, sem)
-        w.add_prediction("none", 4, Instances(np.zeros((0, 4)), np.zeros(0), np.zeros(0), (30, 45), mask_image=np.zeros((0, 30, 45), bool)), sem)
+        w.add("x", 3, inst.image_size, inst.boxes, inst.scores, inst.labels, None, sem.prob, mask_image=inst.mask_image)
+        w.add("none", 4, (30, 45), np.zeros((0, 4)), np.zeros(0), np.zeros(0), None, sem.prob, mask_image=np.zeros((0, 30, 45), bool))
     with CacheReader(tmp_path / "c.h5") as r:
-        got = r.read("x", paste=True)
+        got = r.read("x")
         assert got.instances.mask_prob is None and got.instances.mask_image.dtype == bool
         assert np.array_equal(got.instances.mask_image, masks)
         np.testing.assert_array_equal(got.instances.boxes, boxes)
@@ -223,13 +224,14 @@ def test_read_with_paste_matches_torchvision(tmp_path):
     with CacheWriter(tmp_path / "c.h5", "m", "h", cityscapes_classes()) as w:
         w.add("a", 0, size, boxes, rng.random(n), rng.integers(11, 19, n), masks, np.full((19, 10, 18), 1 / 19))
     with CacheReader(tmp_path / "c.h5") as r:
-        cached = r.read("a", paste=True)
-    assert cached.pasted is not None and len(cached.pasted) == n
+        cached = r.read("a")
+    pasted = paste_masks(cached.instances)
+    assert len(pasted) == n
     # the cache holds float16 masks: paste those with torchvision
     stored = masks.astype(np.float16).astype(np.float32)
     expected = paste_masks_in_image(torch.from_numpy(stored)[:, None], torch.from_numpy(boxes), size)[:, 0].numpy()
     np.testing.assert_allclose(cached.image_masks(), expected, atol=1e-5)
-    for (crop, (py, px)), e in zip(cached.pasted, expected):
+    for (crop, (py, px)), e in zip(pasted, expected):
         assert crop.dtype == np.float32
         # outside the crop torchvision's full mask is zero
         outside = e.copy()

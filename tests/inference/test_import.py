@@ -53,7 +53,7 @@ def test_export_writes_coco_results_and_npy(street_canonical, own, tmp_path):
     split = CanonicalSplit(street_canonical)
     with CacheReader(cache) as r:
         assert len(results) == sum(len(d.instances) for d in r.iter_detections()) > 0
-        first = r.read(r.names[0], paste=True)
+        first = r.read(r.names[0])
         entries = [e for e in results if e["image_id"] == first.image_id]
         from pycocotools import mask as mask_utils
 

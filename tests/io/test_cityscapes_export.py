@@ -193,6 +193,31 @@ def test_export_contents_match_the_fused_folder(exports, street_raw):
     assert n_lines > 6
 
 
+def test_exported_instance_scores_are_the_segment_scores(exports, tmp_path):
+    """Distinct scores (not the ground truth's 1.0) reach the instance lines, line by line."""
+    classes = exports["split"].classes
+    n = sum(s.is_thing for _, _, pan in exports["items"] for s in pan.segments)
+    pool = [round(float(v), 4) for v in np.linspace(0.95, 0.05, n)]
+    scored = []
+    for name, image_id, pan in exports["items"]:
+        segs = tuple(replace(s, score=pool.pop()) if s.is_thing else s for s in pan.segments)
+        scored.append((name, image_id, Panoptic(pan.segment_ids, segs)))
+    write_fused(tmp_path / "fused", classes, scored, meta={})
+    export_cityscapes(tmp_path / "fused", tmp_path / "out", formats=("instance",), split=SPLIT)
+    scores = []
+    for name, _, pan in scored:
+        things = [s for s in pan.segments if s.is_thing and not s.iscrowd]
+        lines = (tmp_path / "out" / "instance" / f"{name}.txt").read_text().splitlines()
+        assert len(lines) == len(things)
+        for line, s in zip(lines, things, strict=True):
+            rel, label_id, score = line.split(" ")
+            assert int(label_id) == classes.ids[s.class_index]
+            assert float(score) == s.score and score == f"{s.score:.6f}"
+            assert np.array_equal(read_image(tmp_path / "out" / "instance" / rel) > 0, pan.segment_ids == s.id)
+            scores.append(float(score))
+    assert len(scores) > 6 and len(set(scores)) == len(scores) and max(scores) < 1.0
+
+
 def test_cli_formats_subset_and_errors(exports, tmp_path, capsys):
     from segfusion.cli import main
 

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segfusion.models.heads import HEAD_KINDS, MiniDL, box_average, build_semantic_head
+from segfusion.models.heads import MiniDL, box_average, build_semantic_head
+from segfusion.specs import HEADS
 
 IN_CH, CH, NUM_CLASSES = 16, 16, 5
 
@@ -31,7 +32,7 @@ def canvas_for(feats: OrderedDict, num_classes: int = NUM_CLASSES) -> torch.Tens
 
 
 @pytest.mark.parametrize("imp", [False, True])
-@pytest.mark.parametrize("kind", sorted(HEAD_KINDS))
+@pytest.mark.parametrize("kind", sorted(HEADS))
 def test_shape_and_backward(kind, imp):
     feats = fpn_features(2, (64, 128))
     for v in feats.values():
@@ -49,7 +50,7 @@ def test_shape_and_backward(kind, imp):
     assert all(p.grad is not None for p in head.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("kind", sorted(HEAD_KINDS))
+@pytest.mark.parametrize("kind", sorted(HEADS))
 def test_odd_input_size(kind):
     # 50 x 90 is no multiple of 32: P2 is 13 x 23 and the output must match it.
     feats = fpn_features(1, (50, 90))
@@ -92,11 +93,11 @@ def test_fpn_imp_tower_input_width():
 def test_parameter_counts_differ():
     counts = {
         (kind, imp): sum(p.numel() for p in build_semantic_head(kind, 64, 19, imp, channels=64).parameters())
-        for kind in HEAD_KINDS
+        for kind in HEADS
         for imp in (False, True)
     }
     assert len(set(counts.values())) == len(counts)
-    for kind in HEAD_KINDS:
+    for kind in HEADS:
         assert counts[(kind, True)] > counts[(kind, False)]
     # asp_rp concatenates 4 x channels at 1/4: its classifier alone is 4 x wider than fpn's.
     assert build_semantic_head("asp_rp", 64, 19, False, channels=64).predictor.net.in_channels == 256

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from segfusion.datasets.cityscapes import cityscapes_classes
-from segfusion.models.build import Architecture, build_model, resolve_variant
+from segfusion.models.build import build_model
+from segfusion.specs import ModelSpec, resolve_variant
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def batch():
 def mask_head_gradient(batch, imp_end_to_end: bool) -> float:
     """Stage-2 style step (detector losses off): the semantic loss's gradient on the mask predictor."""
     torch.manual_seed(0)
-    arch = Architecture(min_size=(64,), test_min_size=64, max_size=128, box_score_thresh=0.0)
+    arch = ModelSpec(min_size=(64,), max_size=128)
     model = build_model(resolve_variant("panoptic_fpn_imp"), arch, cityscapes_classes())
     model.freeze(["backbone", "rpn"])
     model.train()

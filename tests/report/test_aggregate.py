@@ -67,7 +67,22 @@ def test_imp_table4_delta_sign(toy_summary):
     assert "| person | 70.0 ± 0.0 | 70.0 ± 0.0 | +0.0 |" in tables
     t = per_class_iou(tidy_rows(toy_results).query("fusion == 'semantic'"), "panoptic_fpn", "panoptic_fpn_imp")
     assert t.loc["road", "delta"] == pytest.approx(0.2) and t.loc["car", "delta"] == pytest.approx(-0.2)
-    assert len(df)
+    # the aggregate's own tidy rows carry the per-class IoUs: their seed means give the same
+    # deltas as the input JSONs, recomputed here by hand
+    sem = df[(df.fusion == "semantic") & df.metric.str.startswith("iou/")]
+    assert len(sem) == 2 * 2 * 3  # 2 models x 2 seeds x 3 classes
+    for k, name in enumerate(["road", "car", "person"]):
+        mean = {}
+        for model in ("panoptic_fpn", "panoptic_fpn_imp"):
+            inputs = [r["details"]["semantic"]["iou"][k] for r in toy_results if r["meta"]["model"] == model and r["meta"]["fusion"] == "semantic"]
+            assert len(inputs) == 2
+            rows = sem[(sem.model == model) & (sem.metric == f"iou/{name}")]
+            assert sorted(rows.value) == pytest.approx(sorted(inputs))
+            mean[model] = sum(inputs) / len(inputs)
+        delta = mean["panoptic_fpn_imp"] - mean["panoptic_fpn"]
+        assert t.loc[name, "delta"] == pytest.approx(delta, abs=1e-12)
+        assert per_class_iou(df[df.fusion == "semantic"], "panoptic_fpn", "panoptic_fpn_imp").loc[name, "delta"] == pytest.approx(delta, abs=1e-12)
+        assert f"| {name} | {100 * mean['panoptic_fpn']:.1f} ± 0.0 | {100 * mean['panoptic_fpn_imp']:.1f} ± 0.0 | {100 * delta:+.1f} |" in tables
 
 
 def test_efficiency_table(toy_summary):

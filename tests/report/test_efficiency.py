@@ -28,14 +28,15 @@ def test_forward_flops_of_a_convolution():
 
 
 class _WithPredict(nn.Module):
-    """A model with the `predict(list of images)` entry point of PanopticModel."""
+    """A model with the `predict(list of images, inference)` entry point of PanopticModel."""
 
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 5, bias=False)
         self.seen: list[tuple[int, ...]] = []
 
-    def predict(self, images):
+    def predict(self, images, inference):
+        assert inference.test_min_size == 128  # the InferenceSpec defaults
         self.seen.append(tuple(images[0].shape))
         x = images[0].mean(dim=(1, 2))[None].repeat(1, 2)[:, :4]
         return self.fc(x)

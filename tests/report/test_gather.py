@@ -66,6 +66,35 @@ def test_per_image_lists_survive_gather_of_several_shards(street_canonical, tmp_
     assert g1["metrics"] == g3["metrics"]
 
 
+def _direct_bootstrap(stats, resamples, seed, percentiles=(2.5, 97.5)):
+    """The percentile bootstrap of PQ and mIoU recomputed with plain loops (no segfusion code).
+
+    Same resampling as documented by `bootstrap_ci`: ``default_rng(seed).integers(0, n,
+    size=(resamples, n))``; per resample the images' per-class counts are summed and PQ
+    (mean over classes with TP + FP + FN > 0 of iou_sum / (TP + FP/2 + FN/2)) and mIoU (mean
+    over classes with GT + P > 0 of TP / (GT + P - TP)) are computed from the sums.
+    """
+    n = len(stats["images"])
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    values = {"pq": [], "miou": []}
+    for draw in idx:
+        pan, sem = {}, {}
+        for i in draw:
+            for c, tp, fp, fn, iou in stats["panoptic"][i]:
+                t = pan.setdefault(int(c), [0.0, 0.0, 0.0, 0.0])
+                t[0], t[1], t[2], t[3] = t[0] + tp, t[1] + fp, t[2] + fn, t[3] + iou
+            for c, tp, gt, pred in stats["semantic"][i]:
+                t = sem.setdefault(int(c), [0, 0, 0])
+                t[0], t[1], t[2] = t[0] + tp, t[1] + gt, t[2] + pred
+        pq = [iou / (tp + fp / 2 + fn / 2) for tp, fp, fn, iou in pan.values() if tp + fp + fn > 0]
+        miou = [tp / (gt + pred - tp) for tp, gt, pred in sem.values() if gt + pred > 0]
+        if pq:
+            values["pq"].append(sum(pq) / len(pq))
+        if miou:
+            values["miou"].append(sum(miou) / len(miou))
+    return {k: [float(v) for v in np.percentile(values[k], percentiles)] for k in values}
+
+
 def test_bootstrap_ci_contains_the_point_estimate_and_is_deterministic(street_canonical, tmp_path):
     paths, _ = _states(tmp_path, street_canonical, [0, 3, 6], rng_seed=1)
     a = gather_states([str(p) for p in paths], {})
@@ -78,6 +107,34 @@ def test_bootstrap_ci_contains_the_point_estimate_and_is_deterministic(street_ca
     other = gather_states([str(p) for p in paths], {}, seed=7)["metrics"]
     assert other["pq_ci"] != m["pq_ci"] and other["pq_ci"][0] <= m["pq"] <= other["pq_ci"][1]
     assert a["details"]["bootstrap"]["resamples"] == 1000
+    # the values: the 95 % percentile interval of the shards' concatenated per-image statistics
+    parts = [read_json(p)["per_image_stats"] for p in paths]
+    stats = {key: [row for p in parts for row in p[key]] for key in ("images", "panoptic", "semantic")}
+    for seed, got in ((a["details"]["bootstrap"]["seed"], m), (7, other)):
+        want = _direct_bootstrap(stats, 1000, seed)
+        assert got["pq_ci"] == pytest.approx(want["pq"], abs=1e-12), seed
+        assert got["miou_ci"] == pytest.approx(want["miou"], abs=1e-12), seed
+
+
+def test_bootstrap_ci_is_the_direct_percentile_interval(street_canonical, tmp_path):
+    paths, _ = _states(tmp_path, street_canonical, [0, 6], rng_seed=5)
+    stats = read_json(paths[0])["per_image_stats"]
+    assert len(stats["images"]) == 6
+    want = _direct_bootstrap(stats, 500, 123)
+    got = bootstrap_ci(stats, resamples=500, seed=123)
+    assert got["pq"] == pytest.approx(want["pq"], abs=1e-12)
+    assert got["miou"] == pytest.approx(want["miou"], abs=1e-12)
+    assert got == bootstrap_ci(stats, resamples=500, seed=123, level=0.95)  # the default level is 95 %
+    # sensitive to the level: a halved level (47.5 %) is a much narrower, different interval
+    half = bootstrap_ci(stats, resamples=500, seed=123, level=0.475)
+    assert half["pq"] == pytest.approx(_direct_bootstrap(stats, 500, 123, (26.25, 73.75))["pq"], abs=1e-12)
+    for key in ("pq", "miou"):
+        assert want[key][0] < want[key][1]
+        assert half[key][1] - half[key][0] < 0.8 * (want[key][1] - want[key][0]), key
+    # other levels follow ((1 - level) / 2, (1 + level) / 2)
+    got = bootstrap_ci(stats, resamples=500, seed=123, level=0.8)
+    want = _direct_bootstrap(stats, 500, 123, (10, 90))
+    assert got["pq"] == pytest.approx(want["pq"], abs=1e-12) and got["miou"] == pytest.approx(want["miou"], abs=1e-12)
 
 
 def test_sums_of_per_image_statistics_reproduce_the_point_estimates(street_canonical, tmp_path):

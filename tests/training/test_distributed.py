@@ -7,9 +7,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from segfusion.specs import MODEL_PRESETS  # noqa: E402
 from segfusion.training.distributed import DistContext, rank_seed, rank_slice  # noqa: E402
 
-ARCH = {"min_size": (64,), "test_min_size": 64, "max_size": 128}
+ARCH = {"min_size": (64,), "max_size": 128}
 
 
 def _free_port() -> int:
@@ -21,17 +22,20 @@ def _free_port() -> int:
 def _build(data_dir):
     from segfusion.datasets.canonical import CanonicalSplit
     from segfusion.datasets.torch_dataset import PanopticTrainingData
-    from segfusion.models.build import MODEL_PRESETS, Architecture, build_model
+    from segfusion.models.build import build_model
+    from segfusion.specs import ModelSpec
 
     split = CanonicalSplit(data_dir)
     torch.manual_seed(5)
-    model = build_model(MODEL_PRESETS["maskrcnn_imp"], Architecture(**ARCH), split.classes)
+    model = build_model(MODEL_PRESETS["maskrcnn_imp"], ModelSpec(**ARCH), split.classes)
     return model, PanopticTrainingData(split)
 
 
 class _Linear(torch.nn.Module):
     """Least squares: each rank's loss is the mean over its images, so DDP's gradient average
     is exactly the gradient of the mean over the global batch (one process)."""
+
+    variant = MODEL_PRESETS["maskrcnn_imp"]  # the loop asks whether a detector trains
 
     def __init__(self):
         super().__init__()
@@ -54,10 +58,11 @@ class _Points:
 
 
 def _linear_run(run_dir, ctx=None):
-    from segfusion.training.loop import LoopOptions, Schedule, train
+    from segfusion.specs import Schedule, TrainSpec
+    from segfusion.training.loop import train
 
     model = _Linear()
-    train(model, _Points(), Schedule(iterations=5, lr=0.02), LoopOptions(seed=3, batch_size=4, checkpoint_every=5), run_dir, progress=False, ctx=ctx)
+    train(model, _Points(), TrainSpec(Schedule(iterations=5, lr=0.02), seed=3, batch_size=4, checkpoint_every=5), run_dir, progress=False, ctx=ctx)
     return model.w.detach()
 
 
@@ -66,8 +71,9 @@ def _worker(rank, world, port, data_dir, val_dir, run_dir, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from segfusion.datasets.canonical import CanonicalSplit
+    from segfusion.specs import Schedule, TrainSpec
     from segfusion.training.distributed import init_distributed, shutdown
-    from segfusion.training.loop import LoopOptions, Schedule, train
+    from segfusion.training.loop import train
     from segfusion.training.validation import Validator
 
     ctx = init_distributed("gloo", "cpu")
@@ -75,7 +81,7 @@ def _worker(rank, world, port, data_dir, val_dir, run_dir, out_dir):
         assert (ctx.rank, ctx.world_size) == (rank, world)
         model, data = _build(data_dir)
         validator = Validator(CanonicalSplit(val_dir), stage=1, batch_size=2)
-        train(model, data, Schedule(iterations=3, lr=0.01), LoopOptions(seed=2, batch_size=2, checkpoint_every=1), run_dir,
+        train(model, data, TrainSpec(Schedule(iterations=3, lr=0.01), seed=2, batch_size=2, checkpoint_every=1), run_dir,
               progress=False, validator=validator, ctx=ctx)
         torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
         torch.save(_linear_run(os.path.join(out_dir, "linear"), ctx), os.path.join(out_dir, f"linear{rank}.pt"))
@@ -103,13 +109,14 @@ def test_rank_slices_partition_the_global_batch():
 
 @pytest.mark.timeout(300)  # a deadlocked collective would otherwise hang the suite
 def test_two_gloo_processes_end_with_identical_weights(street_canonical, street_val, tmp_path):
+    from segfusion.specs import Schedule, TrainSpec
     from segfusion.training.checkpoint import load_checkpoint
-    from segfusion.training.loop import LoopOptions, Schedule, train
+    from segfusion.training.loop import train
 
     run_dir = tmp_path / "run"
     # One single-process iteration first: both ranks must resume from this same checkpoint.
     model, data = _build(street_canonical)
-    train(model, data, Schedule(iterations=1, lr=0.01), LoopOptions(seed=2, batch_size=2, checkpoint_every=1), run_dir, progress=False)
+    train(model, data, TrainSpec(Schedule(iterations=1, lr=0.01), seed=2, batch_size=2, checkpoint_every=1), run_dir, progress=False)
     after_one = {k: v.clone() for k, v in model.state_dict().items()}
 
     # fork: the children inherit the imported modules (spawn would re-import torch in each).

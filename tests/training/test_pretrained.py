@@ -6,12 +6,13 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 from segfusion.datasets.cityscapes import cityscapes_classes  # noqa: E402
-from segfusion.models.build import MODEL_PRESETS, Architecture, build_model  # noqa: E402
+from segfusion.models.build import build_model  # noqa: E402
+from segfusion.specs import MODEL_PRESETS, ModelSpec  # noqa: E402
 from segfusion.training.pretrained import load_pretrained  # noqa: E402
 
-R50 = Architecture(
+R50 = ModelSpec(
     backbone="resnet50", fpn_channels=256, head_channels=128, box_head_dim=1024, mask_head_layers=(256, 256, 256, 256),
-    anchor_sizes=(32, 64, 128, 256, 512), min_size=(64,), test_min_size=64, max_size=128,
+    anchor_sizes=(32, 64, 128, 256, 512), min_size=(64,), max_size=128,
 )
 REMAP = {"person": 1, "car": 3, "truck": 8, "bus": 6, "train": 7, "motorcycle": 4, "bicycle": 2}
 
@@ -61,7 +62,7 @@ def test_bad_remap_and_missing_file(coco_state, tmp_path):
 def test_full_size_r50_fpn_imp_one_training_step():
     """Smoke test of the real-scale model: one step at 512 x 1024 on CPU."""
     classes = cityscapes_classes()
-    arch = Architecture(**{**R50.__dict__, "min_size": (512,), "test_min_size": 512, "max_size": 1024})
+    arch = ModelSpec(**{**R50.__dict__, "min_size": (512,), "max_size": 1024})
     model = build_model(MODEL_PRESETS["panoptic_fpn_imp"], arch, classes)
     model.train()
     image = torch.rand(3, 512, 1024)
@@ -78,7 +79,7 @@ def test_full_size_r50_fpn_imp_one_training_step():
     assert model.head.parameters().__next__().grad is not None
 
 
-SMALL = Architecture(backbone="resnet18", min_size=(64,), test_min_size=64, max_size=128)
+SMALL = ModelSpec(backbone="resnet18", min_size=(64,), max_size=128)
 
 
 @pytest.mark.parametrize("preset, root", [("maskrcnn_imp", "detector.backbone.body."), ("semantic_fpn", "body.body.")])
@@ -108,7 +109,7 @@ def test_tiny_backbone_state_dict_and_ddp_prefix(tmp_path):
     path = tmp_path / "tiny.pth"
     torch.save({f"module.{k}": v for k, v in tiny.state_dict().items()}, path)  # as saved from a DDP model
     classes = cityscapes_classes()
-    model = build_model(MODEL_PRESETS["maskrcnn_imp"], Architecture(min_size=(64,), test_min_size=64, max_size=128), classes)
+    model = build_model(MODEL_PRESETS["maskrcnn_imp"], ModelSpec(min_size=(64,), max_size=128), classes)
     info = load_pretrained(model, path, classes)
     assert info["loaded"] == len(tiny.state_dict())
     for key, value in tiny.state_dict().items():

@@ -13,13 +13,13 @@ torch = pytest.importorskip("torch")
 
 from segfusion.datasets.canonical import CanonicalSplit  # noqa: E402
 from segfusion.datasets.torch_dataset import PanopticTrainingData  # noqa: E402
-from segfusion.models.build import MODEL_PRESETS, Architecture, build_model  # noqa: E402
-from segfusion.training.loop import LoopOptions, Schedule, TrainingDiverged, batch_indices, train  # noqa: E402
+from segfusion.models.build import build_model  # noqa: E402
+from segfusion.specs import MODEL_PRESETS, ModelSpec, Schedule, TrainSpec  # noqa: E402
+from segfusion.training.loop import TrainingDiverged, batch_indices, train  # noqa: E402
 
 PARAMS = {
-    "schedule": {"iterations": 6, "lr": 0.01, "warmup_iters": 2, "steps": [4]},
-    "loop": {"batch_size": 2, "checkpoint_every": 2},
-    "arch": {"min_size": [64], "test_min_size": 64, "max_size": 128},
+    "stage": {"schedule": {"iterations": 6, "lr": 0.01, "warmup_iters": 2, "steps": [4]}, "batch_size": 2, "checkpoint_every": 2},
+    "architecture": {"min_size": [64], "max_size": 128},
     "seed": 1,
 }
 
@@ -65,13 +65,18 @@ def test_killed_training_resumes_to_identical_weights(street_canonical, tmp_path
         assert torch.equal(a[k], b[k]), k
     run = next((tmp_path / "runs_full").iterdir())
     assert (run / "loss.csv").exists() and (run / "loss.png").exists()
-    assert len((run / "loss.csv").read_text().splitlines()) == 1 + PARAMS["schedule"]["iterations"]
+    assert len((run / "loss.csv").read_text().splitlines()) == 1 + PARAMS["stage"]["schedule"]["iterations"]
 
 
 class _NaNModel(torch.nn.Module):
+    variant = MODEL_PRESETS["maskrcnn_imp"]
+
     def __init__(self):
         super().__init__()
         self.w = torch.nn.Parameter(torch.ones(1))
+
+    def freeze(self, parts):
+        assert not parts
 
     def losses(self, images, targets, **kw):
         return {"loss_a": self.w * 1.0, "loss_b": self.w * float("nan") if self.w.item() < 0.999 else self.w * 0.0}
@@ -87,7 +92,7 @@ class _Data:
 
 def test_nan_loss_stops_with_iteration_and_terms(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"iteration 1: \{'loss_a': .*'loss_b': nan\}") as err:
-        train(_NaNModel(), _Data(), Schedule(iterations=5, lr=0.1), LoopOptions(batch_size=1, checkpoint_every=1), tmp_path, progress=False)
+        train(_NaNModel(), _Data(), TrainSpec(Schedule(iterations=5, lr=0.1), batch_size=1, checkpoint_every=1), tmp_path, progress=False)
     assert "last.pt" in str(err.value) and (tmp_path / "last.pt").exists()
 
 
@@ -95,7 +100,7 @@ def test_stage2_init_keeps_stage1_weights(street_canonical):
     split = CanonicalSplit(street_canonical)
     from segfusion.training.checkpoint import init_from
 
-    arch = Architecture(min_size=(64,), test_min_size=64, max_size=128)
+    arch = ModelSpec(min_size=(64,), max_size=128)
     s1 = build_model(MODEL_PRESETS["maskrcnn_imp"], arch, split.classes)
     s2 = build_model(MODEL_PRESETS["panoptic_fpn_imp"], arch, split.classes)
     init_from(s2, s1.state_dict(), "stage1")
@@ -116,9 +121,9 @@ def test_stage2_init_keeps_stage1_weights(street_canonical):
 def _short_run(data_dir, run_dir, validator=None, validate_every=None):
     split = CanonicalSplit(data_dir)
     torch.manual_seed(PARAMS["seed"])
-    model = build_model(MODEL_PRESETS["maskrcnn_imp"], Architecture(min_size=(64,), test_min_size=64, max_size=128), split.classes)
-    options = LoopOptions(seed=PARAMS["seed"], batch_size=2, checkpoint_every=10, validate_every=validate_every)
-    history = train(model, PanopticTrainingData(split), Schedule(iterations=2, lr=0.01, warmup_iters=1), options, run_dir, progress=False, validator=validator)
+    model = build_model(MODEL_PRESETS["maskrcnn_imp"], ModelSpec(min_size=(64,), max_size=128), split.classes)
+    spec = TrainSpec(Schedule(iterations=2, lr=0.01, warmup_iters=1), seed=PARAMS["seed"], batch_size=2, checkpoint_every=10, validate_every=validate_every)
+    history = train(model, PanopticTrainingData(split), spec, run_dir, progress=False, validator=validator)
     return model.state_dict(), history
 
 
@@ -142,4 +147,4 @@ def test_same_seed_gives_identical_weights_and_validation_changes_nothing(street
 
 def test_unknown_loss_weight_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"unknown loss terms \['loss_clasifier'\].*loss_a"):
-        train(_NaNModel(), _Data(), Schedule(iterations=2, lr=0.1), LoopOptions(batch_size=1, loss_weights={"loss_clasifier": 0.5}), tmp_path, progress=False)
+        train(_NaNModel(), _Data(), TrainSpec(Schedule(iterations=2, lr=0.1), batch_size=1, loss_weights={"loss_clasifier": 0.5}), tmp_path, progress=False)

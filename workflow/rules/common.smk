@@ -14,8 +14,10 @@ from segfusion.config import (
     validate_config,
     validation_split,
 )
-from segfusion.models.build import resolve_variant
+from segfusion.specs import resolve_variant
 
+# Schema, then every spec (fusion parameters and sweeps included): errors name the key path
+# before any job runs, the dry run included.
 validate_config(
     config, workflow.source_path("../schemas/config.schema.yaml"), source="config"
 )
@@ -91,57 +93,27 @@ def all_dataset_stats():
     ]
 
 
-def stage_params(stage, variant=None, seed=0):
-    """The JSON params of a train job: schedule, augmentation, loop options, architecture, seed."""
-    p = dict(config[stage])
-    loop = {
-        k: p.pop(k)
-        for k in (
-            "batch_size",
-            "checkpoint_every",
-            "loss_weights",
-            "imp_end_to_end",
-            "bootstrap_fraction",
-            "freeze",
-        )
-    }
-    if stage == "stage1":
-        loop.pop("freeze")
-        loop.pop("imp_end_to_end")
-        loop.pop("bootstrap_fraction")
-    # Validation settings enter the params (and the run hash) only when used, so configs
-    # without them keep their run directories.
-    if p.get("validate_every") is not None:
-        loop["validate_every"] = p["validate_every"]
-        loop["keep_best"] = bool(p.get("keep_best", False))
-    elif p.get("keep_best"):
-        raise ValueError(f"config {stage}.keep_best needs {stage}.validate_every")
-    out = {
-        "schedule": p["schedule"],
-        "augmentation": p["augmentation"],
-        "loop": loop,
-        "arch": config["architecture"],
-        "seed": int(seed),
-    }
-    if variant is not None:
-        out["variant"] = {
-            "detector": variant.detector,
-            "head": variant.head,
-            "imp": variant.imp,
-        }
+def stage_params(stage, model=None, seed=0):
+    """The JSON params of a train job: the stage's config sub-tree as is, the seed, and what
+    builds the network (stage 1: the architecture; stage 2: the variant, its shape comes
+    from the stage-1 file)."""
+    out = {"stage": config[stage], "seed": int(seed)}
+    if model is None:
+        out["architecture"] = config["architecture"]
+    else:
+        out["variant"] = MODEL_VARIANTS[model].to_dict()
     return as_json(out)
 
 
-def fusion_method(w):
-    return sweeps.parse_variant(w.fusion)[0]
-
-
 def fusion_params(w):
-    method, overrides = sweeps.parse_variant(w.fusion)
-    p = {**config["fusion"]["params"].get(method, {}), **overrides}
+    """The configured parameters of the wildcard's method (config ``fusion.params.{method}``, as
+    is); a sweep point's value travels in the method name (``--method``)."""
+    method = sweeps.parse_variant(w.fusion)[0]
+    p = config["fusion"]["params"].get(method, {})
     if method == "semantic" and MODEL_VARIANTS[w.model].head == "none":
         # maskrcnn_imp: the canvas is not a distribution; low maxima are background (void).
-        p.setdefault(
-            "background_threshold", config["fusion"]["canvas_background_threshold"]
-        )
+        p = {
+            "background_threshold": config["fusion"]["canvas_background_threshold"],
+            **p,
+        }
     return as_json(p)

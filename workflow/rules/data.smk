@@ -14,7 +14,13 @@ rule synthesize:
         runtime=30,
         gpu=0,
     params:
-        spec=lambda w: as_json(config["datasets"][w.dataset]["synthesize"]),
+        # Only this split's image count: another split's count never reruns this one.
+        spec=lambda w: as_json(
+            {
+                **config["datasets"][w.dataset]["synthesize"],
+                "num": config["datasets"][w.dataset]["synthesize"]["num"][w.split],
+            }
+        ),
         raw=lambda w: config["datasets"][w.dataset]["raw"],
         num=lambda w: config["datasets"][w.dataset]["synthesize"]["num"][w.split],
         size=lambda w: "x".join(

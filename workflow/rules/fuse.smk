@@ -22,6 +22,5 @@ rule fuse:
         gpu=0,
     params:
         p=fusion_params,
-        method=fusion_method,
     shell:
-        "segfusion fuse --cache {input.cache} --method {params.method} --params {params.p:q} --out {output} > {log} 2>&1"
+        "segfusion fuse --cache {input.cache} --method {wildcards.fusion:q} --params {params.p:q} --out {output} > {log} 2>&1"

@@ -19,14 +19,7 @@ rule predict:
         runtime=120,
         gpu=0,
     params:
-        p=lambda w: as_json(
-            {
-                "batch_size": config["predict"]["batch_size"],
-                **(
-                    {"store_canvas": True} if config["predict"]["store_canvas"] else {}
-                ),
-            }
-        ),
+        p=as_json({"predict": config["predict"], "inference": config["inference"]}),
         shard=lambda w: f"{w.i}/{w.k}",
     shell:
         "segfusion predict --model {input.model} --data {input.data} --out {output} --shard {params.shard}"

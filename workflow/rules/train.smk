@@ -7,12 +7,7 @@
 # processes (DDP); with nnodes > 1, srun starts one torchrun per node of the SLURM job and they
 # meet at the first node (c10d rendezvous). The launcher is not part of the run hash.
 TRAIN = config["train"]
-TRAIN_PROCS = TRAIN["nnodes"] * TRAIN["nproc_per_node"]
 if TRAIN["launcher"] == "none":
-    if TRAIN_PROCS != 1:
-        raise ValueError(
-            "config train: nproc_per_node and nnodes > 1 need launcher: torchrun"
-        )
     TRAIN_LAUNCH = "segfusion"
 elif TRAIN["nnodes"] == 1:
     TRAIN_LAUNCH = (
@@ -27,12 +22,6 @@ else:
         f" $(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1):{TRAIN['rdzv_port']}"
         " -m segfusion.cli"
     )
-for _stage in ("stage1", "stage2"):
-    if config[_stage]["batch_size"] % TRAIN_PROCS:
-        raise ValueError(
-            f"config {_stage}.batch_size {config[_stage]['batch_size']} is not divisible"
-            f" by the {TRAIN_PROCS} training processes (train.nnodes * train.nproc_per_node)"
-        )
 TRAIN_FLAGS = f"--backend {TRAIN['backend']} --device {TRAIN['device']}"
 
 
@@ -95,7 +84,7 @@ rule train_stage2:
         runtime=600,
         gpu=0,
     params:
-        p=lambda w: stage_params("stage2", MODEL_VARIANTS[w.model], seed=w.seed),
+        p=lambda w: stage_params("stage2", w.model, seed=w.seed),
         run_dir="results/{dataset}/runs/{model}/seed{seed}",
         launch=TRAIN_LAUNCH,
         flags=TRAIN_FLAGS,

@@ -16,38 +16,7 @@ import numpy as np
 import torch
 
 from segfusion.datasets.canonical import CanonicalSplit
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """Training augmentation settings; all off except the flip by default.
-
-    hflip:        horizontal flip with probability 1/2.
-    color_jitter: brightness, contrast and saturation factors drawn uniformly in
-                  [1 - color_jitter, 1 + color_jitter] (IMP Sec. 4.3: 0.4).
-    hue_jitter:   hue shift drawn in [-hue_jitter, hue_jitter] of the colour circle
-                  (IMP Sec. 4.3: 0.4; at most 0.5).
-    crop_size:    (h, w) random crop; a dimension smaller than the crop is kept whole
-                  (no padding: the detector takes images of any size).
-    """
-
-    hflip: bool = True
-    color_jitter: float = 0.0  # brightness/contrast/saturation factor range ±
-    hue_jitter: float = 0.0  # hue shift range ± (fraction of the colour circle)
-    crop_size: tuple[int, int] | None = None  # (h, w) random crop, None = whole image
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.color_jitter <= 1.0:
-            raise ValueError(f"Augmentation.color_jitter must be in [0, 1], got {self.color_jitter}")
-        if not 0.0 <= self.hue_jitter <= 0.5:
-            raise ValueError(f"Augmentation.hue_jitter must be in [0, 0.5], got {self.hue_jitter}")
-        if self.crop_size is not None and (len(self.crop_size) != 2 or min(self.crop_size) < 1):
-            raise ValueError(f"Augmentation.crop_size must be (h, w) with positive sizes, got {self.crop_size}")
-
-    @classmethod
-    def imp_cityscapes(cls) -> "Augmentation":
-        """The IMP Cityscapes setting (Sec. 4.3) minus multi-scale resizing (done by the detector transform)."""
-        return cls(hflip=True, color_jitter=0.4, hue_jitter=0.4, crop_size=(512, 1024))
+from segfusion.specs import Augmentation
 
 
 @dataclass(frozen=True)
@@ -113,9 +82,9 @@ def apply_color(p: AugmentParams, img: torch.Tensor) -> torch.Tensor:
 class PanopticTrainingData:
     """Samples of a canonical split as (image (3, H, W) float in [0, 1], target dict)."""
 
-    def __init__(self, split: CanonicalSplit, augmentation: Augmentation = Augmentation()):
+    def __init__(self, split: CanonicalSplit, augmentation: Augmentation | None = None):
         self.split = split
-        self.aug = augmentation
+        self.aug = augmentation or Augmentation()
         things = split.classes.thing_indices.tolist()
         # Mask R-CNN label of a class index (1..T for things, 0 for stuff).
         self.class_to_label = np.zeros(split.classes.num_classes, np.int64)

@@ -52,7 +52,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the Zstd filter with HDF5, for writing and reading)
 import numpy as np
 
-from segfusion.inference.paste import Crop, paste_masks
+from segfusion.inference.paste import paste_masks
 from segfusion.io.atomic import atomic_path
 from segfusion.types import ClassInfo, Instances, SemanticPrediction
 
@@ -86,9 +86,7 @@ class CachedDetections:
 class CachedImage:
     """Everything cached for one image.
 
-    pasted:  with ``read(name, paste=True)``, one image-relative mask per instance as
-             `segfusion.inference.paste` crops ``(crop (h, w) float32, (y0, x0))``;
-             see `image_masks` for full (N, H, W) arrays.
+    image_masks: full (N, H, W) image-relative masks, pasted on request.
     canvas:  (K, h, w) float32, when the model stored one (e.g. IMP's canvas).
     """
 
@@ -99,15 +97,13 @@ class CachedImage:
     proposals: np.ndarray | None
     forward_seconds: float
     canvas: np.ndarray | None = None
-    pasted: list[Crop] | None = None
 
     def image_masks(self, threshold: float | None = None) -> np.ndarray:
         """(N, H, W) float32 image-relative masks, or bool ``prob >= threshold``.
 
-        Built from ``pasted`` (pasting now when the image was read without ``paste=True``).
         For small images and tests: 100 masks at 1024×2048 take 800 MB.
         """
-        crops = self.pasted if self.pasted is not None else paste_masks(self.instances)
+        crops = paste_masks(self.instances)
         height, width = self.instances.image_size
         full = np.zeros((len(crops), height, width), np.float32)
         for i, (crop, (y0, x0)) in enumerate(crops):
@@ -329,34 +325,6 @@ class CacheWriter:
         self._seconds.append(float(forward_seconds))
         self._id_set.add(int(image_id))
 
-    def add_prediction(
-        self,
-        name: str,
-        image_id: int,
-        instances: Instances,
-        semantic: SemanticPrediction,
-        proposals: np.ndarray | None = None,
-        forward_seconds: float = 0.0,
-        canvas: np.ndarray | None = None,
-    ) -> None:
-        """`add` from typed records (either mask form of `Instances`)."""
-        if semantic.image_size != instances.image_size:
-            raise CacheError(f"{self.path}: image {name!r}: semantic size {semantic.image_size} differs from instances {instances.image_size}")
-        self.add(
-            name,
-            image_id,
-            instances.image_size,
-            instances.boxes,
-            instances.scores,
-            instances.labels,
-            instances.mask_prob,
-            semantic.prob,
-            proposals=proposals,
-            forward_seconds=forward_seconds,
-            mask_image=instances.mask_image,
-            canvas=canvas,
-        )
-
 
 class CacheReader:
     """Read a cache; iterate `CachedImage` in image-id order.
@@ -482,8 +450,8 @@ class CacheReader:
 
         return self._guard(name, read)
 
-    def read(self, name: str, paste: bool = False) -> CachedImage:
-        """Everything cached for image ``name``; ``paste=True`` also pastes the masks (`CachedImage.pasted`)."""
+    def read(self, name: str) -> CachedImage:
+        """Everything cached for image ``name``."""
         det = self.read_detections(name)
         sem = self.read_semantic(name)
 
@@ -491,10 +459,7 @@ class CacheReader:
             c = self._array(self._group(name), "canvas", optional=True)
             return None if c is None else c.astype(np.float32)
 
-        cached = CachedImage(det.name, det.image_id, det.instances, sem, det.proposals, det.forward_seconds, self._guard(name, canvas))
-        if paste:
-            cached.pasted = paste_masks(det.instances)
-        return cached
+        return CachedImage(det.name, det.image_id, det.instances, sem, det.proposals, det.forward_seconds, self._guard(name, canvas))
 
     def iter_detections(self) -> Iterator[CachedDetections]:
         """`read_detections` of every image, in image-id order."""

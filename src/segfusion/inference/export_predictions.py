@@ -23,31 +23,20 @@ import numpy as np
 from segfusion.inference.cache import CacheReader
 from segfusion.inference.paste import instance_crop
 from segfusion.io.atomic import atomic_dir, write_json
+from segfusion.io.coco_results import coco_result
 
 
-def instance_results(reader: CacheReader, name: str, threshold: float = 0.5) -> list[dict]:
+def cached_instance_results(reader: CacheReader, name: str, threshold: float = 0.5) -> list[dict]:
     """COCO results of one cached image (see the module docstring)."""
-    from pycocotools import mask as mask_utils
-
     det = reader.read_detections(name)
     inst = det.instances
-    height, width = inst.image_size
     out = []
     for i in range(len(inst)):
         crop, (y0, x0) = instance_crop(inst, i)
-        full = np.zeros((height, width), np.uint8, order="F")
+        full = np.zeros(inst.image_size, bool)
         full[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop >= threshold
-        rle = mask_utils.encode(full)
         b = inst.boxes[i].astype(np.float64)
-        out.append(
-            {
-                "image_id": det.image_id,
-                "category_id": int(reader.classes.ids[int(inst.labels[i])]),
-                "segmentation": {"size": [int(height), int(width)], "counts": rle["counts"].decode("ascii")},
-                "score": float(inst.scores[i]),
-                "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-            }
-        )
+        out.append(coco_result(det.image_id, reader.classes.ids[int(inst.labels[i])], full, inst.scores[i], (b[0], b[1], b[2] - b[0], b[3] - b[1])))
     return out
 
 
@@ -57,7 +46,7 @@ def export_predictions(cache: str | os.PathLike, out_dir: str | os.PathLike, thr
     with CacheReader(cache) as reader, atomic_dir(out_dir) as tmp:
         (tmp / "semantic").mkdir()
         for name in reader.names:
-            results += instance_results(reader, name, threshold)
+            results += cached_instance_results(reader, name, threshold)
             np.save(tmp / "semantic" / f"{name}.npy", reader.read_semantic(name).prob)
         write_json(Path(tmp) / "instances.json", results)
         images = len(reader)

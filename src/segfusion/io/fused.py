@@ -7,33 +7,19 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
-
 from segfusion.io.atomic import atomic_dir, read_json, write_json
+from segfusion.io.coco_results import coco_result
 from segfusion.io.images import id2rgb, read_image, rgb2id, write_png
 from segfusion.types import ClassInfo, Panoptic, Segment
 
 
-def instance_results(image_id: int, pan: Panoptic, classes: ClassInfo) -> list[dict]:
+def fused_instance_results(image_id: int, pan: Panoptic, classes: ClassInfo) -> list[dict]:
     """COCO results (RLE) of every non-crowd thing segment, scored with its instance score."""
-    from pycocotools import mask as mask_utils
-
-    out = []
-    for s in pan.segments:
-        if not s.is_thing or s.iscrowd:
-            continue
-        rle = mask_utils.encode(np.asfortranarray((pan.segment_ids == s.id).astype(np.uint8)))
-        rle["counts"] = rle["counts"].decode("ascii")
-        out.append(
-            {
-                "image_id": int(image_id),
-                "category_id": int(classes.ids[s.class_index]),
-                "segmentation": rle,
-                "score": float(s.score),
-                "bbox": [float(v) for v in s.bbox],
-            }
-        )
-    return out
+    return [
+        coco_result(image_id, classes.ids[s.class_index], pan.segment_ids == s.id, s.score, s.bbox)
+        for s in pan.segments
+        if s.is_thing and not s.iscrowd
+    ]
 
 
 def write_fused(out_dir: str | os.PathLike, classes: ClassInfo, items: Iterable[tuple[str, int, Panoptic]], meta: dict) -> int:
@@ -52,7 +38,7 @@ def write_fused(out_dir: str | os.PathLike, classes: ClassInfo, items: Iterable[
                     "segments_info": [s.coco_info(classes) for s in pan.segments],
                 }
             )
-            results += instance_results(image_id, pan, classes)
+            results += fused_instance_results(image_id, pan, classes)
         categories = classes.coco_categories()
         write_json(tmp / "panoptic.json", {"images": images, "annotations": annotations, "categories": categories, "meta": dict(meta)})
         write_json(tmp / "instances.json", results)

@@ -9,13 +9,12 @@ trainable BatchNorm (no pretrained weights are downloaded; load a local state di
 
 from __future__ import annotations
 
-import torch
 import torchvision
 from torch import nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "resnet101")
+from segfusion.specs import BACKBONES
 
 
 def _conv_gn(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -57,7 +56,3 @@ def build_backbone(name: str, fpn_channels: int) -> BackboneWithFPN:
         out_channels=fpn_channels,
         extra_blocks=LastLevelMaxPool(),
     )
-
-
-def count_parameters(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -1,105 +1,74 @@
-"""The one place that reads a model config: variants, architecture spec, and `build_model`.
+"""The builder: specs in, components out, injected into a `PanopticModel` (imports torch).
 
-A variant is ``{detector, head, imp}`` (DESIGN.md "Model variants"). Named presets follow
-the IMP paper's ablation (Table 1 / Fig. 3); any ``head`` kind may be combined with IMP.
+`build_model(variant, spec, classes)` makes the backbone with FPN, torchvision's Mask R-CNN
+detector on it (when the variant has one) and the semantic head (when it has one), and hands
+them to `PanopticModel`, which reads no config (torchvision's ``MaskRCNN(backbone, ...,
+mask_head=...)`` style). The specs themselves are torch-free (`segfusion.specs`).
+
+The detector's test-time post-processing is built with torchvision's defaults (score >= 0.05,
+at most 100 detections) and with the *training* RPN top-n for its eval mode. That is what the
+frozen detector uses while stage 2 trains the head on the IMP canvas; `PanopticModel.predict`
+swaps in the run's `InferenceSpec`, so inference settings never change training.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from torch import nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from segfusion.models.backbones import build_backbone
+from segfusion.models.heads import build_semantic_head
+from segfusion.models.panoptic import IMAGE_MEAN, IMAGE_STD, PanopticModel
+from segfusion.specs import InferenceSpec, ModelSpec, ModelVariant
 from segfusion.types import ClassInfo
 
-HEADS = ("fpn", "p2", "asp_rp", "minidl", "ppm", "none")
+TRAINING_DETECTION = InferenceSpec()
+"""Post-processing of the detector in eval mode during training (the IMP canvas of stage 2)."""
 
 
-@dataclass(frozen=True)
-class ModelVariant:
-    detector: bool
-    head: str
-    imp: bool
-
-    def __post_init__(self) -> None:
-        if self.head not in HEADS:
-            raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
-        if self.imp and not self.detector:
-            raise ValueError("imp needs a detector (the canvas comes from its detections)")
-        if self.head == "none" and not (self.detector and self.imp):
-            raise ValueError("head 'none' is only valid for maskrcnn_imp (detector + imp)")
-
-    @property
-    def trains_stage2(self) -> bool:
-        """maskrcnn_imp has no learned head: its stage 2 is its stage 1 (IMP Fig. 3a)."""
-        return self.head != "none"
-
-
-MODEL_PRESETS: dict[str, ModelVariant] = {
-    "maskrcnn_imp": ModelVariant(detector=True, head="none", imp=True),
-    "semantic_p2": ModelVariant(detector=False, head="p2", imp=False),
-    "semantic_fpn": ModelVariant(detector=False, head="fpn", imp=False),
-    "panoptic_p2": ModelVariant(detector=True, head="p2", imp=False),
-    "panoptic_p2_imp": ModelVariant(detector=True, head="p2", imp=True),
-    "panoptic_fpn": ModelVariant(detector=True, head="fpn", imp=False),
-    "panoptic_fpn_imp": ModelVariant(detector=True, head="fpn", imp=True),
-}
-for _head in ("asp_rp", "minidl", "ppm"):
-    MODEL_PRESETS[f"panoptic_{_head}"] = ModelVariant(detector=True, head=_head, imp=False)
-    MODEL_PRESETS[f"panoptic_{_head}_imp"] = ModelVariant(detector=True, head=_head, imp=True)
+def build_detector(backbone: nn.Module, spec: ModelSpec, num_things: int) -> MaskRCNN:
+    """torchvision's Mask R-CNN on ``backbone`` with the sizes of ``spec``; labels 1..num_things."""
+    levels = len(spec.anchor_sizes)
+    anchors = AnchorGenerator(tuple((s,) for s in spec.anchor_sizes), ((0.5, 1.0, 2.0),) * levels)
+    c = spec.fpn_channels
+    ncls = num_things + 1
+    return MaskRCNN(
+        backbone,
+        num_classes=None,
+        min_size=spec.min_size,
+        max_size=spec.max_size,
+        image_mean=IMAGE_MEAN,
+        image_std=IMAGE_STD,
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_train=spec.rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=spec.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=spec.rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_test=spec.rpn_post_nms_top_n_train,
+        rpn_batch_size_per_image=spec.rpn_batch_size_per_image,
+        box_head=TwoMLPHead(c * 7 * 7, spec.box_head_dim),
+        box_predictor=FastRCNNPredictor(spec.box_head_dim, ncls),
+        box_batch_size_per_image=spec.box_batch_size_per_image,
+        box_score_thresh=TRAINING_DETECTION.box_score_thresh,
+        box_detections_per_img=TRAINING_DETECTION.detections_per_image,
+        mask_head=MaskRCNNHeads(c, list(spec.mask_head_layers), 1),
+        mask_predictor=MaskRCNNPredictor(spec.mask_head_layers[-1], spec.mask_head_layers[-1], ncls),
+    )
 
 
-def resolve_variant(name: str, custom: dict | None = None) -> ModelVariant:
-    """A named preset, or a user-defined ``{detector, head, imp}`` from config ``custom_models``."""
-    custom = custom or {}
-    if name in custom:
-        return ModelVariant(**custom[name])
-    if name in MODEL_PRESETS:
-        return MODEL_PRESETS[name]
-    raise ValueError(f"unknown model {name!r}; presets: {sorted(MODEL_PRESETS)}; custom: {sorted(custom)}")
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Sizes of the network. Defaults are the demo's tiny CPU model; presets carry R50-FPN."""
-
-    backbone: str = "tiny"
-    fpn_channels: int = 64
-    head_channels: int = 64
-    min_size: tuple[int, ...] = (128,)  # training short sides (multi-scale when several)
-    test_min_size: int = 128
-    max_size: int = 256
-    anchor_sizes: tuple[int, ...] = (8, 16, 32, 64, 128)
-    rpn_pre_nms_top_n_train: int = 300
-    rpn_post_nms_top_n_train: int = 150
-    rpn_pre_nms_top_n_test: int = 300
-    rpn_post_nms_top_n_test: int = 150
-    rpn_batch_size_per_image: int = 64
-    box_batch_size_per_image: int = 128
-    box_head_dim: int = 256
-    mask_head_layers: tuple[int, ...] = (64, 64)
-    box_score_thresh: float = 0.05
-    detections_per_image: int = 100
-    pretrained: str | None = None  # local path to a Mask R-CNN or backbone state dict
-    class_remap: dict = field(default_factory=dict)  # {our class name: checkpoint class index} for pretrained heads
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Architecture":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"model architecture: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-        d = dict(d)
-        for key in ("min_size", "anchor_sizes", "mask_head_layers"):
-            if key in d:
-                v = d[key]
-                d[key] = tuple(v) if isinstance(v, (list, tuple)) else (v,)
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def build_model(variant: ModelVariant, arch: Architecture, classes: ClassInfo):
-    """Build a `PanopticModel` (imports torch)."""
-    from segfusion.models.panoptic import PanopticModel
-
-    return PanopticModel(variant, arch, classes)
+def build_model(variant: ModelVariant, spec: ModelSpec, classes: ClassInfo) -> PanopticModel:
+    """The `PanopticModel` of ``variant`` with the shape ``spec`` for ``classes``."""
+    backbone = build_backbone(spec.backbone, spec.fpn_channels)
+    detector = body = resize = None
+    if variant.detector:
+        detector = build_detector(backbone, spec, len(classes.thing_indices))
+    else:
+        body = backbone
+        resize = GeneralizedRCNNTransform(spec.min_size, spec.max_size, IMAGE_MEAN, IMAGE_STD)
+    head = None
+    if variant.trains_stage2:
+        head = build_semantic_head(variant.head, spec.fpn_channels, classes.num_classes, variant.imp, spec.head_channels)
+    return PanopticModel(variant, spec, classes, detector=detector, body=body, resize=resize, head=head)

@@ -39,11 +39,13 @@ def count_parameters(model: Any) -> int:
     return total
 
 
-def forward_flops(model: Any, image_hw: tuple[int, int], image: Any = None) -> int:
+def forward_flops(model: Any, image_hw: tuple[int, int], image: Any = None, inference: Any = None) -> int:
     """FLOPs of one inference forward pass on a 3 × H × W image (see the module docstring).
 
     ``image``: an optional (3, H, W) float tensor in [0, 1] (or an (H, W, 3) uint8 array) to
-    run instead of noise; its size must be ``image_hw``. Returns the total FLOP count.
+    run instead of noise; its size must be ``image_hw``. ``inference``: the `InferenceSpec`
+    a `PanopticModel`'s ``predict`` runs with (default: the spec's defaults). Returns the
+    total FLOP count.
     """
     import numpy as np
     import torch
@@ -69,7 +71,9 @@ def forward_flops(model: Any, image_hw: tuple[int, int], image: Any = None) -> i
     try:
         with torch.no_grad(), counter:
             if hasattr(model, "predict"):
-                model.predict([x])
+                from segfusion.specs import InferenceSpec
+
+                model.predict([x], inference or InferenceSpec())
             else:
                 model.eval()
                 model(x[None])
@@ -79,10 +83,10 @@ def forward_flops(model: Any, image_hw: tuple[int, int], image: Any = None) -> i
     return int(counter.get_total_flops())
 
 
-def efficiency_summary(model: Any, image_hw: tuple[int, int], image: Any = None) -> dict:
+def efficiency_summary(model: Any, image_hw: tuple[int, int], image: Any = None, inference: Any = None) -> dict:
     """``{"parameters", "flops", "flops_image_hw"}`` for the prediction cache's provenance."""
     return {
         "parameters": count_parameters(model),
-        "flops": forward_flops(model, image_hw, image=image),
+        "flops": forward_flops(model, image_hw, image=image, inference=inference),
         "flops_image_hw": [int(image_hw[0]), int(image_hw[1])],
     }

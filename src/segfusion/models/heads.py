@@ -38,8 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segfusion.specs import HEADS
+
 __all__ = [
-    "HEAD_KINDS",
+    "head_class",
     "build_semantic_head",
     "SemanticHead",
     "FPNHead",
@@ -168,6 +170,8 @@ class FPNHead(SemanticHead):
     The four maps are summed (channels x H/4 x W/4) and fed to the predictor.
     """
 
+    GROUP_NORM = True  # default of ``group_norm``
+
     kind = "fpn"
 
     def __init__(
@@ -200,6 +204,8 @@ class P2Head(SemanticHead):
     all conv3x3 use GroupNorm" (Sec. 3.2): the P2 variants use no GroupNorm, also in their
     IMP tower (group_norm defaults to False for this kind).
     """
+
+    GROUP_NORM = False  # default of ``group_norm``
 
     kind = "p2"
 
@@ -241,6 +247,8 @@ class ASPRPHead(SemanticHead):
     to the next level's output (each level learns a residue). The four fused maps are
     upsampled to 1/4 and concatenated (4 x 128 = 512 maps), then a 1x1 conv classifies.
     """
+
+    GROUP_NORM = True  # default of ``group_norm``
 
     kind = "asp_rp"
 
@@ -311,6 +319,8 @@ class MiniDLHead(SemanticHead):
     sharing parameters), each upsampled to 1/4 (``channels`` maps), concatenated
     (4 x 128), then a conv1x1 classifier."""
 
+    GROUP_NORM = True  # default of ``group_norm``
+
     kind = "minidl"
 
     def __init__(
@@ -362,6 +372,8 @@ class PPMHead(SemanticHead):
     that is concatenated with the canvas and fed to the IMP tower.
     """
 
+    GROUP_NORM = True  # default of ``group_norm``
+
     kind = "ppm"
 
     def __init__(
@@ -401,15 +413,11 @@ class PPMHead(SemanticHead):
         return resize(self.deconv(logits), levels[0].shape[-2:])
 
 
-HEAD_KINDS: dict[str, type[SemanticHead]] = {
-    "fpn": FPNHead,
-    "p2": P2Head,
-    "asp_rp": ASPRPHead,
-    "minidl": MiniDLHead,
-    "ppm": PPMHead,
-}
-
-_DEFAULT_GROUP_NORM = {"fpn": True, "p2": False, "asp_rp": True, "minidl": True, "ppm": True}
+def head_class(kind: str) -> type[SemanticHead]:
+    """The class of head ``kind`` in the registry `segfusion.specs.HEADS` (name -> class name here)."""
+    if kind not in HEADS:
+        raise ValueError(f"unknown semantic head kind {kind!r}; expected one of {sorted(HEADS)}")
+    return globals()[HEADS[kind]]
 
 
 def build_semantic_head(
@@ -429,10 +437,9 @@ def build_semantic_head(
     channels:    width of the head's convs (128 in all papers).
     group_norm:  None = the kind's default (False for ``p2``, True otherwise).
     """
-    if kind not in HEAD_KINDS:
-        raise ValueError(f"unknown semantic head kind {kind!r}; expected one of {sorted(HEAD_KINDS)}")
+    cls = head_class(kind)
     for name, value in (("in_channels", in_channels), ("num_classes", num_classes), ("channels", channels)):
         if int(value) < 1:
             raise ValueError(f"build_semantic_head: {name} must be >= 1, got {value}")
-    gn = _DEFAULT_GROUP_NORM[kind] if group_norm is None else bool(group_norm)
-    return HEAD_KINDS[kind](in_channels, num_classes, bool(imp), channels=channels, group_norm=gn)
+    gn = cls.GROUP_NORM if group_norm is None else bool(group_norm)
+    return cls(in_channels, num_classes, bool(imp), channels=channels, group_norm=gn)

@@ -12,21 +12,17 @@ the dataset's class index.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection import MaskRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from segfusion.models.backbones import build_backbone
-from segfusion.models.build import Architecture, ModelVariant
 from segfusion.models.imp import instance_mask_projection_batched
+from segfusion.specs import FREEZABLE, InferenceSpec, ModelSpec, ModelVariant
 from segfusion.types import ClassInfo
 
 IMAGE_MEAN = [0.485, 0.456, 0.406]
@@ -67,55 +63,40 @@ def semantic_loss(logits: torch.Tensor, target: torch.Tensor, bootstrap_fraction
 
 
 class PanopticModel(nn.Module):
-    def __init__(self, variant: ModelVariant, arch: Architecture, classes: ClassInfo):
+    """A detector and/or a semantic head on one backbone with FPN; components are injected
+    (`segfusion.models.build.build_model` makes them from the specs).
+
+    detector: torchvision MaskRCNN (its backbone is the shared one) or None; body and resize:
+    the backbone and transform of detector-less variants; head: the semantic head or None.
+    """
+
+    def __init__(
+        self,
+        variant: ModelVariant,
+        spec: ModelSpec,
+        classes: ClassInfo,
+        *,
+        detector: nn.Module | None,
+        body: nn.Module | None,
+        resize: GeneralizedRCNNTransform | None,
+        head: nn.Module | None,
+    ):
         super().__init__()
+        if (detector is None) == (body is None) or (body is None) != (resize is None):
+            raise ValueError("PanopticModel: give a detector, or a body and its resize transform")
         self.variant = variant
-        self.arch = arch
+        self.spec = spec
         self.num_classes = classes.num_classes
         things = classes.thing_indices.tolist()
         self.register_buffer("label_to_class", torch.tensor([-1] + things, dtype=torch.long), persistent=False)
-        backbone = build_backbone(arch.backbone, arch.fpn_channels)
-        if variant.detector:
-            levels = len(arch.anchor_sizes)
-            anchors = AnchorGenerator(tuple((s,) for s in arch.anchor_sizes), ((0.5, 1.0, 2.0),) * levels)
-            c = arch.fpn_channels
-            ncls = len(things) + 1
-            self.detector = MaskRCNN(
-                backbone,
-                num_classes=None,
-                min_size=arch.min_size,
-                max_size=arch.max_size,
-                image_mean=IMAGE_MEAN,
-                image_std=IMAGE_STD,
-                rpn_anchor_generator=anchors,
-                rpn_pre_nms_top_n_train=arch.rpn_pre_nms_top_n_train,
-                rpn_post_nms_top_n_train=arch.rpn_post_nms_top_n_train,
-                rpn_pre_nms_top_n_test=arch.rpn_pre_nms_top_n_test,
-                rpn_post_nms_top_n_test=arch.rpn_post_nms_top_n_test,
-                rpn_batch_size_per_image=arch.rpn_batch_size_per_image,
-                box_head=TwoMLPHead(c * 7 * 7, arch.box_head_dim),
-                box_predictor=FastRCNNPredictor(arch.box_head_dim, ncls),
-                box_batch_size_per_image=arch.box_batch_size_per_image,
-                box_score_thresh=arch.box_score_thresh,
-                box_detections_per_img=arch.detections_per_image,
-                mask_head=MaskRCNNHeads(c, list(arch.mask_head_layers), 1),
-                mask_predictor=MaskRCNNPredictor(arch.mask_head_layers[-1], arch.mask_head_layers[-1], ncls),
-            )
-            self.body = None
-        else:
-            self.detector = None
-            self.body = backbone
-            self.resize = GeneralizedRCNNTransform(arch.min_size, arch.max_size, IMAGE_MEAN, IMAGE_STD)
-        if variant.head != "none":
-            from segfusion.models.heads import build_semantic_head
-        self.head = (
-            build_semantic_head(variant.head, arch.fpn_channels, self.num_classes, variant.imp, arch.head_channels)
-            if variant.head != "none"
-            else None
-        )
+        self.detector = detector
+        self.body = body
+        if resize is not None:
+            self.resize = resize
+        self.head = head
 
     # -- freezing -------------------------------------------------------------------------------
-    FREEZABLE = ("backbone", "rpn", "roi_heads")
+    FREEZABLE = FREEZABLE
 
     def freeze(self, parts) -> None:
         """Freeze named parts (``backbone``, ``rpn``, ``roi_heads``): no gradients, kept in eval mode."""
@@ -224,32 +205,48 @@ class PanopticModel(nn.Module):
         return out
 
     # -- inference -----------------------------------------------------------------------------
+    @contextmanager
+    def test_time(self, inference: InferenceSpec):
+        """Apply ``inference`` (test sizes, RPN test top-n, score threshold, detections per image)
+        inside the block and restore the model's own settings after it."""
+        transform = self.transform
+        saved = [(transform, "min_size", transform.min_size), (transform, "max_size", transform.max_size)]
+        transform.min_size = (inference.test_min_size,)
+        transform.max_size = inference.test_max_size or self.spec.max_size
+        if self.detector is not None:
+            rpn, roi = self.detector.rpn, self.detector.roi_heads
+            saved += [(rpn, "_pre_nms_top_n", rpn._pre_nms_top_n), (rpn, "_post_nms_top_n", rpn._post_nms_top_n)]
+            saved += [(roi, "score_thresh", roi.score_thresh), (roi, "detections_per_img", roi.detections_per_img)]
+            rpn._pre_nms_top_n = {**rpn._pre_nms_top_n, "testing": inference.rpn_pre_nms_top_n_test}
+            rpn._post_nms_top_n = {**rpn._post_nms_top_n, "testing": inference.rpn_post_nms_top_n_test}
+            roi.score_thresh = inference.box_score_thresh
+            roi.detections_per_img = inference.detections_per_image
+        try:
+            yield
+        finally:
+            for obj, name, value in saved:
+                setattr(obj, name, value)
+
     @torch.no_grad()
-    def predict(self, images: list[torch.Tensor]) -> list[RawPrediction]:
-        """Raw soft outputs per image, in original-image coordinates."""
+    def predict(self, images: list[torch.Tensor], inference: InferenceSpec) -> list[RawPrediction]:
+        """Raw soft outputs per image, in original-image coordinates, with the test-time settings ``inference``."""
         was_training = self.training
         self.eval()
-        transform = self.transform
-        train_sizes = transform.min_size
-        transform.min_size = (self.arch.test_min_size,)
         try:
-            original = [tuple(img.shape[-2:]) for img in images]
-            il, _ = transform(images, None)
-            features = self.backbone(il.tensors)
-            b = len(images)
-            proposals = [torch.zeros((0, 4))] * b
-            detections = [
-                {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros((0, 1, 28, 28))}
-            ] * b
-            if self.detector is not None:
-                proposals, detections = self._detect(il, features, grad=False)
-            canvas = self._canvas(detections, features) if self.variant.imp else None
-            if self.head is not None:
-                semantic = torch.softmax(self.head(features, canvas), dim=1)
-            else:
-                semantic = canvas
+            with self.test_time(inference):
+                original = [tuple(img.shape[-2:]) for img in images]
+                il, _ = self.transform(images, None)
+                features = self.backbone(il.tensors)
+                b = len(images)
+                proposals = [torch.zeros((0, 4))] * b
+                detections = [
+                    {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros((0, 1, 28, 28))}
+                ] * b
+                if self.detector is not None:
+                    proposals, detections = self._detect(il, features, grad=False)
+                canvas = self._canvas(detections, features) if self.variant.imp else None
+                semantic = torch.softmax(self.head(features, canvas), dim=1) if self.head is not None else canvas
         finally:
-            transform.min_size = train_sizes
             self.train(was_training)
         out = []
         for i in range(b):

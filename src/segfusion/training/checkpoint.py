@@ -1,13 +1,17 @@
 """Model files (final weights, declared outputs) and run checkpoints (resume state, undeclared).
 
-A model file carries everything needed to rebuild the network: the variant, the
-architecture, the class list and the stage, so `predict` needs no config.
+A model file carries everything needed to rebuild the network: the variant, the network's
+shape (`ModelSpec`), the class list and the stage, so `predict` needs no training config.
+
+Format 2 (``segfusion-model/2``) stores no test-time settings: they are the `InferenceSpec`
+of prediction. Files of format 1 still load: their test-time keys are dropped (the predict
+config's ``inference`` section applies instead; to keep their values, copy
+``architecture.test_min_size`` etc. to ``inference`` in the config).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -15,17 +19,19 @@ from pathlib import Path
 import torch
 
 from segfusion.io.atomic import atomic_path
-from segfusion.models.build import Architecture, ModelVariant, build_model
+from segfusion.models.build import build_model
+from segfusion.specs import ModelSpec, ModelVariant, stable_hash
 from segfusion.types import ClassInfo
 
-MODEL_FORMAT = "segfusion-model/1"
+MODEL_FORMAT = "segfusion-model/2"
+READABLE_FORMATS = ("segfusion-model/1", MODEL_FORMAT)
 
 
 def save_model(path: str | os.PathLike, model, classes: ClassInfo, stage: int, extra: dict | None = None) -> None:
     payload = {
         "format": MODEL_FORMAT,
         "variant": asdict(model.variant),
-        "arch": model.arch.to_dict(),
+        "arch": model.spec.to_dict(),
         "classes": classes.to_dict(),
         "stage": stage,
         "state_dict": model.state_dict(),
@@ -43,8 +49,11 @@ def read_model_file(path: str | os.PathLike) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many types for a truncated zip
         raise ValueError(f"{path}: not a readable model file ({type(err).__name__}: {err})") from None
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path}: not a segfusion model file (format {payload.get('format') if isinstance(payload, dict) else '?'}, expected {MODEL_FORMAT})")
+    if not isinstance(payload, dict) or payload.get("format") not in READABLE_FORMATS:
+        raise ValueError(
+            f"{path}: not a segfusion model file (format {payload.get('format') if isinstance(payload, dict) else '?'}, "
+            f"expected one of {list(READABLE_FORMATS)}); retrain it with this version, or load it with the version that wrote it"
+        )
     return payload
 
 
@@ -57,9 +66,9 @@ def load_model(path: str | os.PathLike, variant: ModelVariant | None = None):
     """
     payload = read_model_file(path)
     classes = ClassInfo.from_dict(payload["classes"])
-    arch = Architecture.from_dict(payload["arch"])
-    stored = ModelVariant(**payload["variant"])
-    model = build_model(variant or stored, arch, classes)
+    spec = ModelSpec.from_stored(payload["arch"], str(path))
+    stored = ModelVariant.from_dict(payload["variant"], where=f"{path}: variant")
+    model = build_model(variant or stored, spec, classes)
     state = payload["state_dict"]
     if variant is None or variant == stored:
         model.load_state_dict(state)
@@ -97,12 +106,11 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def run_hash(params: dict, init_path: str | None) -> str:
-    """Key of a run directory: the stage's params and its init weights (DESIGN.md paths)."""
-    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+def run_hash(identity: dict, init_path: str | None) -> str:
+    """Key of a run directory: what determines the stage's weights (its specs) and its init weights (DESIGN.md paths)."""
     if init_path:
-        h.update(file_digest(init_path).encode())
-    return h.hexdigest()[:12]
+        identity = {**identity, "init": file_digest(init_path)}
+    return stable_hash(identity)[:12]
 
 
 def save_checkpoint(path: Path, model, optimizer, iteration: int, history: list[dict], **extra) -> None:

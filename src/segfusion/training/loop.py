@@ -37,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from segfusion.io.atomic import atomic_path, save_figure
+from segfusion.specs import TrainSpec
 from segfusion.training.checkpoint import load_checkpoint, save_best, save_checkpoint
 from segfusion.training.distributed import (
     DistContext,
@@ -56,56 +57,6 @@ LOG_SECONDS = 30.0
 
 class TrainingDiverged(RuntimeError):
     """A non-finite loss: the message gives the iteration, the loss terms and the kept checkpoint."""
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """SGD with momentum, linear warm-up, step decay (Mask R-CNN / Panoptic FPN recipe)."""
-
-    iterations: int
-    lr: float
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iters: int = 0
-    warmup_factor: float = 0.001
-    steps: tuple[int, ...] = ()
-    gamma: float = 0.1
-
-    def lr_at(self, it: int) -> float:
-        factor = self.gamma ** sum(it >= s for s in self.steps)
-        if it < self.warmup_iters:
-            alpha = it / self.warmup_iters
-            factor *= self.warmup_factor * (1 - alpha) + alpha
-        return self.lr * factor
-
-
-@dataclass(frozen=True)
-class LoopOptions:
-    """Loop settings of one stage (config ``stage1`` / ``stage2`` minus the schedule).
-
-    batch_size:     global batch (all processes together); must divide by the process count.
-    validate_every: validate every K iterations (and after the last); None = only after the
-                    last, and only when a validator is given.
-    keep_best:      the final weights are those of the best validation (needs validate_every).
-    """
-
-    seed: int = 0
-    batch_size: int = 4
-    checkpoint_every: int = 50
-    loss_weights: dict = field(default_factory=dict)  # term -> weight, default 1
-    train_detector: bool = True
-    imp_end_to_end: bool = False
-    bootstrap_fraction: float = 1.0
-    validate_every: int | None = None
-    keep_best: bool = False
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.checkpoint_every < 1:
-            raise ValueError(f"batch_size and checkpoint_every must be >= 1, got {self.batch_size} and {self.checkpoint_every}")
-        if self.validate_every is not None and self.validate_every < 1:
-            raise ValueError(f"validate_every must be >= 1 (or null), got {self.validate_every}")
-        if self.keep_best and self.validate_every is None:
-            raise ValueError("keep_best needs validate_every (and a validation split)")
 
 
 def batch_indices(n: int, batch_size: int, seed: int, iteration: int) -> list[int]:
@@ -155,41 +106,72 @@ def _to(device: torch.device, sample: tuple) -> tuple:
     return image.to(device), {k: v.to(device) for k, v in target.items()}
 
 
-def train(
-    model,
-    data,
-    schedule: Schedule,
-    options: LoopOptions,
-    run_dir: Path,
-    progress: bool = True,
-    validator=None,
-    ctx: DistContext | None = None,
-) -> list[dict]:
-    """Train ``model`` in place; checkpoints, loss.csv (and val.csv, val.png, best.pt) go to ``run_dir``.
+@dataclass
+class _Run:
+    """The mutable state of one training run: where it is, what it logged, the best validation."""
 
-    ``validator(model, ctx) -> dict`` (a `segfusion.training.validation.Validator`) scores the
-    model; its ``metric`` key is the one ``keep_best`` maximises. ``ctx`` is the distributed
-    context (default: the initialised process group, or one process on the CPU). Returns the
-    loss history (identical on every rank).
+    start: int = 0
+    history: list = field(default_factory=list)
+    val_history: list = field(default_factory=list)
+    best_value: float | None = None
+
+
+def train(model, data, spec: TrainSpec, run_dir: Path, progress: bool = True, validator=None, ctx: DistContext | None = None) -> list[dict]:
+    """Train ``model`` in place with ``spec``; checkpoints, loss.csv (and val.csv, val.png, best.pt) go to ``run_dir``.
+
+    ``model`` has ``losses(images, targets, **options) -> {term: loss}`` and a ``variant``
+    (whether it has a detector); its frozen parts are frozen already (`PanopticModel.freeze`
+    with ``spec.freeze``). ``validator(model, ctx) -> dict`` (a
+    `segfusion.training.validation.Validator`) scores the model; its ``metric`` key is the
+    one ``keep_best`` maximises. ``ctx`` is the distributed context (default: the
+    initialised process group, or one process on the CPU). Returns the loss history
+    (identical on every rank).
     """
     ctx = ctx or DistContext.current()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rank_slice(list(range(options.batch_size)), ctx)  # fail early on an indivisible batch
-    if options.validate_every is not None and validator is None:
+    spec.check_processes(ctx.world_size)  # fail early on an indivisible batch
+    if spec.validate_every is not None and validator is None:
         raise ValueError("validate_every is set but no validation split was given (--val-data)")
-    torch.manual_seed(rank_seed(options.seed, ctx.rank))
+    torch.manual_seed(rank_seed(spec.seed, ctx.rank))
     model.to(ctx.device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay)
-    start, history, val_history = 0, [], []
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=spec.schedule.lr, momentum=spec.schedule.momentum, weight_decay=spec.schedule.weight_decay
+    )
+    run = _resume(model, optimizer, run_dir, getattr(validator, "metric", None), ctx)
+    net = wrap(model, ctx)
+    model.train()
+    progress_log = _Progress(spec, run.start, enabled=progress and ctx.is_main)
+    t_wait = time.perf_counter()
+    for it, batch in progress_log.wrap(prefetched(lambda i: _load_batch(data, spec, i, ctx), range(run.start, spec.schedule.iterations))):
+        row = _step(model, net, optimizer, spec, it, batch, ctx, run_dir / "last.pt")
+        row["seconds"] = time.perf_counter() - t_wait  # includes waiting for the batch when loading is slower
+        run.history.append(row)
+        progress_log.update(row)
+        done = it + 1
+        if validator is not None and ((spec.validate_every and done % spec.validate_every == 0) or done == spec.schedule.iterations):
+            _validate(model, validator, spec, run, done, run_dir, ctx, progress_log)
+        if done % spec.checkpoint_every == 0 or done == spec.schedule.iterations:
+            _checkpoint(model, optimizer, run, done, run_dir, ctx)
+        t_wait = time.perf_counter()
+    progress_log.close()
+    sync_buffers(model, ctx)
+    check_in_sync(model, ctx)
+    if spec.keep_best:
+        _load_best(model, run_dir / "best.pt", ctx)
+    return run.history
+
+
+def _resume(model, optimizer, run_dir: Path, metric: str | None, ctx: DistContext) -> _Run:
+    """Load ``last.pt`` of ``run_dir`` when there is one (weights, optimizer, RNG, histories)."""
+    run = _Run()
     last, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if last.exists():
         state = load_checkpoint(last)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start, history = state["iteration"], state["history"]
-        val_history = list(state.get("val_history", []))
+        run.start, run.history = state["iteration"], state["history"]
+        run.val_history = list(state.get("val_history", []))
         ranks = state.get("rng_ranks")
         if ranks and state.get("world_size", 1) == ctx.world_size:
             _set_rng_state(ranks[ctx.rank], ctx)
@@ -199,108 +181,123 @@ def train(
             print(f"warning: {last} was written by {state.get('world_size', 1)} processes, this run has {ctx.world_size}: "
                   "the resumed run is not bit-identical to an uninterrupted one", flush=True)
         if ctx.is_main:
-            print(f"resuming {run_dir} from iteration {start}", flush=True)
-    metric = getattr(validator, "metric", None)
-    best_value = None
-    for row in val_history:
-        if _better(row.get(metric), best_value):
-            best_value = row[metric]
-    if ctx.is_main and best_path.exists() and load_checkpoint(best_path)["iteration"] > start:
-        best_path.unlink()  # written after the checkpoint we resume from: recomputed below
-    net = wrap(model, ctx)
-    model.train()
+            print(f"resuming {run_dir} from iteration {run.start}", flush=True)
+    for row in run.val_history:
+        if _better(row.get(metric), run.best_value):
+            run.best_value = row[metric]
+    if ctx.is_main and best_path.exists() and load_checkpoint(best_path)["iteration"] > run.start:
+        best_path.unlink()  # written after the checkpoint we resume from: recomputed
+    return run
+
+
+def _load_batch(data, spec: TrainSpec, it: int, ctx: DistContext) -> list:
+    """This rank's samples of iteration ``it``: a pure function of (seed, iteration)."""
+    slots = list(enumerate(batch_indices(len(data), spec.batch_size, spec.seed, it)))
+    return [data.sample(i, np.random.default_rng([spec.seed, it, slot])) for slot, i in rank_slice(slots, ctx)]
+
+
+def _step(model, net, optimizer, spec: TrainSpec, it: int, batch: list, ctx: DistContext, last: Path) -> dict:
+    """One SGD step; returns the logged row (losses averaged over ranks). A non-finite loss
+    raises `TrainingDiverged` before the weights change."""
+    lr = spec.schedule.lr_at(it)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    samples = [_to(ctx.device, s) for s in batch]
+    images, targets = [s[0] for s in samples], [s[1] for s in samples]
+    kwargs = {"train_detector": spec.trains_detector(model.variant), "imp_end_to_end": spec.imp_end_to_end, "bootstrap_fraction": spec.bootstrap_fraction}
+    terms = net(images, targets, **kwargs) if ctx.enabled else model.losses(images, targets, **kwargs)
+    unknown = sorted(set(spec.loss_weights) - set(terms))
+    if unknown:  # a typo in loss_weights would otherwise be silently ignored
+        raise ValueError(f"loss_weights: unknown loss terms {unknown}; this model's terms are {sorted(terms)}")
+    total = sum(spec.loss_weights.get(k, 1.0) * v for k, v in terms.items())
+    keys = list(terms)
+    logged = all_mean(torch.stack([total.detach().float().reshape(())] + [terms[k].detach().float().reshape(()) for k in keys]), ctx)
+    values = {k: float(v) for k, v in zip(keys, logged[1:])}
+    if not math.isfinite(float(logged[0])):
+        raise TrainingDiverged(
+            f"non-finite loss at iteration {it}: {values}; the last good checkpoint is kept at {last if last.exists() else '(none yet)'}"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return {"iteration": it, "lr": lr, "loss": float(logged[0]), **values}
+
+
+def _validate(model, validator, spec: TrainSpec, run: _Run, done: int, run_dir: Path, ctx: DistContext, progress_log) -> None:
+    """Score the model without touching its RNG; keep its weights in best.pt when they are the best."""
     cuda_devices = [ctx.device] if ctx.device.type == "cuda" else []
-    # A terminal gets a tqdm bar (loss, lr, it/s, ETA); a log file (Snakemake's {log}) gets one
-    # plain line every LOG_SECONDS with the same figures, instead of carriage-return updates.
-    interactive = sys.stderr.isatty()
+    with torch.random.fork_rng(devices=cuda_devices):
+        result = validator(model, ctx)
+    model.train()
+    run.val_history.append({"iteration": done, **result})
+    metric = validator.metric
+    improved = spec.keep_best and _better(result.get(metric), run.best_value)
+    if improved:
+        run.best_value = result[metric]
+    if not ctx.is_main:
+        return
+    write_csv(run_dir / "val.csv", run.val_history)
+    from segfusion.training.validation import plot_validation
 
-    def load(it: int) -> list:
-        slots = list(enumerate(batch_indices(len(data), options.batch_size, options.seed, it)))
-        return [data.sample(i, np.random.default_rng([options.seed, it, slot])) for slot, i in rank_slice(slots, ctx)]
+    plot_validation(run_dir / "val.png", run.val_history, metric, f"validation {metric}")
+    if improved:
+        save_best(run_dir / "best.pt", model, done, metric, run.best_value)
+    value = result.get(metric)
+    progress_log.write(f"validation after {done} iterations: {metric} = {'n/a' if value is None else f'{value:.4f}'}" + (" (best so far)" if improved else ""))
 
-    bar = tqdm(
-        prefetched(load, range(start, schedule.iterations)),
-        initial=start,
-        total=schedule.iterations,
-        disable=not (progress and ctx.is_main and interactive),
-        desc="train",
-        unit="it",
-    )
-    log_lines = progress and ctx.is_main and not interactive
-    t_start, last_line = time.perf_counter(), -math.inf
-    kwargs = {"train_detector": options.train_detector, "imp_end_to_end": options.imp_end_to_end, "bootstrap_fraction": options.bootstrap_fraction}
-    t_wait = time.perf_counter()
-    for it, batch in bar:
-        t0 = t_wait  # includes waiting for the batch when loading is slower than training
-        lr = schedule.lr_at(it)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        samples = [_to(ctx.device, s) for s in batch]
-        images = [s[0] for s in samples]
-        targets = [s[1] for s in samples]
-        terms = net(images, targets, **kwargs) if ctx.enabled else model.losses(images, targets, **kwargs)
-        unknown = sorted(set(options.loss_weights) - set(terms))
-        if unknown:  # a typo in loss_weights would otherwise be silently ignored
-            raise ValueError(f"loss_weights: unknown loss terms {unknown}; this model's terms are {sorted(terms)}")
-        total = sum(options.loss_weights.get(k, 1.0) * v for k, v in terms.items())
-        keys = list(terms)
-        logged = all_mean(torch.stack([total.detach().float().reshape(())] + [terms[k].detach().float().reshape(()) for k in keys]), ctx)
-        values = {k: float(v) for k, v in zip(keys, logged[1:])}
-        if not math.isfinite(float(logged[0])):
-            raise TrainingDiverged(
-                f"non-finite loss at iteration {it}: {values}; the last good checkpoint is kept at {last if last.exists() else '(none yet)'}"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        row = {"iteration": it, "lr": lr, "loss": float(logged[0]), **values, "seconds": time.perf_counter() - t0}
-        history.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.2g}", refresh=False)
-        done = it + 1
-        now = time.perf_counter()
-        if log_lines and (now - last_line >= LOG_SECONDS or done == schedule.iterations):
-            last_line = now
-            rate = (done - start) / max(now - t_start, 1e-9)
-            eta = tqdm.format_interval((schedule.iterations - done) / rate) if rate > 0 else "?"
-            print(f"train {done}/{schedule.iterations} loss {row['loss']:.4f} lr {lr:.3g} | {rate:.2f} it/s, "
-                  f"{rate * options.batch_size:.1f} images/s, ETA {eta}", flush=True)
-        if validator is not None and ((options.validate_every and done % options.validate_every == 0) or done == schedule.iterations):
-            with torch.random.fork_rng(devices=cuda_devices):
-                result = validator(model, ctx)
-            model.train()
-            val_history.append({"iteration": done, **result})
-            improved = options.keep_best and _better(result.get(metric), best_value)
-            if improved:
-                best_value = result[metric]
-            if ctx.is_main:
-                write_csv(run_dir / "val.csv", val_history)
-                from segfusion.training.validation import plot_validation
 
-                plot_validation(run_dir / "val.png", val_history, metric, f"validation {metric}")
-                if improved:
-                    save_best(best_path, model, done, metric, best_value)
-                value = result.get(metric)
-                bar.write(f"validation after {done} iterations: {metric} = {'n/a' if value is None else f'{value:.4f}'}"
-                          + (" (best so far)" if improved else ""), file=sys.stdout)
-        if done % options.checkpoint_every == 0 or done == schedule.iterations:
-            rng_ranks = all_gather(_rng_state(ctx), ctx)
-            if ctx.is_main:
-                save_checkpoint(last, model, optimizer, done, history, rng_ranks=rng_ranks, world_size=ctx.world_size, val_history=val_history)
-                write_csv(run_dir / "loss.csv", history)
-        t_wait = time.perf_counter()
-    bar.close()
-    sync_buffers(model, ctx)
-    check_in_sync(model, ctx)
-    if options.keep_best:
-        barrier(ctx)
-        if best_path.exists():
-            best = load_checkpoint(best_path)
-            model.load_state_dict(best["model"])
-            if ctx.is_main:
-                print(f"keep_best: final weights are those of iteration {best['iteration']} ({best['metric']} = {best['value']:.4f})", flush=True)
-        elif ctx.is_main:
-            print("keep_best: no validation gave a value; the final weights are the last ones", flush=True)
-    return history
+def _checkpoint(model, optimizer, run: _Run, done: int, run_dir: Path, ctx: DistContext) -> None:
+    """``last.pt`` (every rank's RNG state included) and loss.csv, written by rank 0."""
+    rng_ranks = all_gather(_rng_state(ctx), ctx)
+    if ctx.is_main:
+        save_checkpoint(run_dir / "last.pt", model, optimizer, done, run.history, rng_ranks=rng_ranks, world_size=ctx.world_size, val_history=run.val_history)
+        write_csv(run_dir / "loss.csv", run.history)
+
+
+def _load_best(model, best_path: Path, ctx: DistContext) -> None:
+    """keep_best: the final weights are those of ``best.pt`` when a validation gave a value."""
+    barrier(ctx)
+    if best_path.exists():
+        best = load_checkpoint(best_path)
+        model.load_state_dict(best["model"])
+        if ctx.is_main:
+            print(f"keep_best: final weights are those of iteration {best['iteration']} ({best['metric']} = {best['value']:.4f})", flush=True)
+    elif ctx.is_main:
+        print("keep_best: no validation gave a value; the final weights are the last ones", flush=True)
+
+
+class _Progress:
+    """A tqdm bar on a terminal; on a log file (Snakemake's {log}) one plain line every
+    `LOG_SECONDS` with loss, lr, it/s and ETA, instead of carriage-return updates."""
+
+    def __init__(self, spec: TrainSpec, start: int, enabled: bool):
+        self.total, self.batch_size, self.start = spec.schedule.iterations, spec.batch_size, start
+        interactive = sys.stderr.isatty()
+        self.log_lines = enabled and not interactive
+        self.bar_enabled = enabled and interactive
+        self.t_start, self.last_line = time.perf_counter(), -math.inf
+        self.bar = None
+
+    def wrap(self, iterable):
+        self.bar = tqdm(iterable, initial=self.start, total=self.total, disable=not self.bar_enabled, desc="train", unit="it")
+        return self.bar
+
+    def update(self, row: dict) -> None:
+        self.bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2g}", refresh=False)
+        done, now = row["iteration"] + 1, time.perf_counter()
+        if self.log_lines and (now - self.last_line >= LOG_SECONDS or done == self.total):
+            self.last_line = now
+            rate = (done - self.start) / max(now - self.t_start, 1e-9)
+            eta = tqdm.format_interval((self.total - done) / rate) if rate > 0 else "?"
+            print(f"train {done}/{self.total} loss {row['loss']:.4f} lr {row['lr']:.3g} | {rate:.2f} it/s, "
+                  f"{rate * self.batch_size:.1f} images/s, ETA {eta}", flush=True)
+
+    def write(self, line: str) -> None:
+        self.bar.write(line, file=sys.stdout)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _better(value, best) -> bool:

@@ -9,6 +9,10 @@ probabilities upsampled with the shared `segfusion.resize.resize_bilinear`. Both
 computed on the network's own outputs, before any fusion (the fusion methods are compared
 by the workflow after training).
 
+Test-time settings: the model's own training-scale view, `validation_inference`, never the
+predict config's ``inference`` section, so that inference settings never change what
+training (and ``keep_best``) does.
+
 With several training processes each rank predicts a disjoint share of the images; the
 metric accumulators are merged on rank 0 (they are mergeable by design) and the result is
 sent back to every rank, so all ranks take the same keep-best decision.
@@ -25,9 +29,17 @@ import torch
 
 from segfusion.datasets.canonical import CanonicalSplit
 from segfusion.io.atomic import save_figure
+from segfusion.specs import InferenceSpec, ModelSpec
 from segfusion.training.distributed import DistContext, all_gather, broadcast
 
 STAGE_METRIC = {1: "ap_mask", 2: "miou"}
+
+
+def validation_inference(spec: ModelSpec) -> InferenceSpec:
+    """Test-time settings of validation: the `InferenceSpec` defaults at the median training
+    short side (the only one for single-scale training)."""
+    sizes = sorted(spec.min_size)
+    return InferenceSpec(test_min_size=sizes[len(sizes) // 2])
 
 
 class Validator:
@@ -77,10 +89,11 @@ class Validator:
         mine = self.records[ctx.rank :: ctx.world_size]
         acc = self._accumulator()
         device = next(model.parameters()).device
+        inference = validation_inference(model.spec)
         for start in range(0, len(mine), self.batch_size):
             batch = mine[start : start + self.batch_size]
             images = [torch.from_numpy(self.split.image(r)).permute(2, 0, 1).float().div(255.0).to(device) for r in batch]
-            for rec, pred in zip(batch, model.predict(images)):
+            for rec, pred in zip(batch, model.predict(images, inference)):
                 self._update(acc, rec, pred)
         parts = all_gather(acc, ctx)
         result = None
