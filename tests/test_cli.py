@@ -29,3 +29,28 @@ def test_errors_are_one_line_and_name_the_file(tmp_path, capsys):
     assert rc == 1 and "missing.h5" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     rc = main(["gather", str(tmp_path / "nope.json"), "--out", str(tmp_path / "m.json")])
     assert rc == 1 and "nope.json" in capsys.readouterr().err
+
+
+def test_spec_errors_are_one_line_before_any_file_is_read(tmp_path, capsys):
+    """Bad --params fail on the key path before the (missing) inputs are opened."""
+    missing = str(tmp_path / "missing.h5")
+    cases = [
+        (["fuse", "--cache", missing, "--method", "kirillov", "--params", '{"overlap_treshold": 0.4}', "--out", str(tmp_path / "f")],
+         "fusion.params.kirillov.overlap_treshold: unknown parameter (did you mean overlap_threshold?)"),
+        (["fuse", "--cache", missing, "--method", "jsis@score_threshold=2", "--out", str(tmp_path / "f")],
+         "sweeps.jsis.score_threshold: 2 is not a number in [0, 1]"),
+        (["fuse", "--cache", missing, "--method", "kirillov", "--params", '{"overlap_threshold": null}', "--out", str(tmp_path / "f")],
+         "fusion.params.kirillov.overlap_threshold: null is not allowed"),
+        (["predict", "--model", missing, "--data", missing, "--out", str(tmp_path / "c.h5"), "--params", '{"inference": {"box_score_thresh": 3}}'],
+         "inference.box_score_thresh: 3 is not a number in [0, 1]"),
+        (["predict", "--model", missing, "--data", missing, "--out", str(tmp_path / "c.h5"), "--params", '{"inferense": {}}'],
+         "predict --params.inferense: unknown key (did you mean inference?)"),
+        (["train", "--stage", "2", "--data", missing, "--params", '{"stage": {"schedule": {"lr": -1}}}', "--out", str(tmp_path / "m.pt"), "--run-dir", str(tmp_path)],
+         "stage2.schedule.lr: -1 is not a number in [0, inf]"),
+    ]
+    for argv, message in cases:
+        rc = main(argv)
+        err = capsys.readouterr().err
+        assert rc == 1 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert "missing.h5" not in err
+    assert not (tmp_path / "f").exists() and not (tmp_path / "c.h5").exists()

@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import os
 from functools import partial
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from segfusion.datasets.canonical import Loader, RawSample, convert_split
 from segfusion.types import ClassInfo
-
-FORMATS = ("cityscapes", "coco_panoptic", "modanet", "vcp")
 
 
 def _check(fmt: str, options: dict, allowed: Sequence[str]) -> None:
@@ -40,43 +38,65 @@ def _check(fmt: str, options: dict, allowed: Sequence[str]) -> None:
         raise ValueError(f"{fmt} converter: unknown options {unknown}; allowed: {sorted(allowed)}")
 
 
-def prepare(fmt: str, raw: str | os.PathLike, split: str, options: dict | None = None) -> tuple[list[RawSample], Loader, ClassInfo]:
+Prepared = tuple[list[RawSample], Loader, ClassInfo]
+
+
+def _cityscapes(raw, split: str, options: dict) -> Prepared:
+    from segfusion.datasets import cityscapes
+
+    _check("cityscapes", options, cityscapes.OPTIONS)
+    samples = cityscapes.find_samples(raw, split, **options)
+    loader: Callable = cityscapes.load_panoptic_sample if options.get("source") == "panoptic" else cityscapes.load_sample
+    return samples, loader, cityscapes.cityscapes_classes()
+
+
+def _coco_panoptic(raw, split: str, options: dict) -> Prepared:
+    from segfusion.datasets import coco_panoptic
+
+    _check("coco_panoptic", options, coco_panoptic.OPTIONS)
+    samples, classes = coco_panoptic.read_split(raw, split, **options)
+    return samples, coco_panoptic.load_sample, classes
+
+
+def _modanet(raw, split: str, options: dict) -> Prepared:
+    from segfusion.datasets import modanet
+
+    _check("modanet", options, modanet.OPTIONS)
+    samples, classes = modanet.read_split(raw, split, **options)
+    return samples, partial(modanet.load_sample, unlabeled=options.get("unlabeled", "background")), classes
+
+
+def _vcp(raw, split: str, options: dict) -> Prepared:
+    from segfusion.datasets import vcp
+
+    _check("vcp", options, vcp.OPTIONS)
+    find_opts = {k: options[k] for k in ("images_dir", "labels_dir") if k in options}
+    class_opts = {k: options[k] for k in ("classes_file", "stuff") if k in options}
+    connectivity, min_area = options.get("connectivity", 8), options.get("min_area", 1)
+    if connectivity not in (4, 8):
+        raise ValueError(f"vcp option connectivity must be 4 or 8, got {connectivity!r}")
+    if not isinstance(min_area, int) or min_area < 1:
+        raise ValueError(f"vcp option min_area must be an integer >= 1, got {min_area!r}")
+    classes = vcp.vcp_classes(raw, **class_opts)
+    samples = vcp.find_samples(raw, split, **find_opts)
+    return samples, partial(vcp.load_sample, connectivity=connectivity, min_area=min_area), classes
+
+
+FORMATS: Mapping[str, Callable[[str | os.PathLike, str, dict], Prepared]] = {
+    "cityscapes": _cityscapes,
+    "coco_panoptic": _coco_panoptic,
+    "modanet": _modanet,
+    "vcp": _vcp,
+}
+"""The registry of raw dataset formats: name -> ``prepare(raw, split, options) -> (samples, loader, classes)``.
+The config schema's ``format`` enum and ``segfusion convert --format`` come from here."""
+
+
+def prepare(fmt: str, raw: str | os.PathLike, split: str, options: dict | None = None) -> Prepared:
     """The samples, the loader and the class list of one raw split (no image is read)."""
-    options = dict(options or {})
-    if fmt == "cityscapes":
-        from segfusion.datasets import cityscapes
-
-        _check(fmt, options, cityscapes.OPTIONS)
-        samples = cityscapes.find_samples(raw, split, **options)
-        loader: Callable = cityscapes.load_panoptic_sample if options.get("source") == "panoptic" else cityscapes.load_sample
-        return samples, loader, cityscapes.cityscapes_classes()
-    if fmt == "coco_panoptic":
-        from segfusion.datasets import coco_panoptic
-
-        _check(fmt, options, coco_panoptic.OPTIONS)
-        samples, classes = coco_panoptic.read_split(raw, split, **options)
-        return samples, coco_panoptic.load_sample, classes
-    if fmt == "modanet":
-        from segfusion.datasets import modanet
-
-        _check(fmt, options, modanet.OPTIONS)
-        samples, classes = modanet.read_split(raw, split, **options)
-        return samples, partial(modanet.load_sample, unlabeled=options.get("unlabeled", "background")), classes
-    if fmt == "vcp":
-        from segfusion.datasets import vcp
-
-        _check(fmt, options, vcp.OPTIONS)
-        find_opts = {k: options[k] for k in ("images_dir", "labels_dir") if k in options}
-        class_opts = {k: options[k] for k in ("classes_file", "stuff") if k in options}
-        connectivity, min_area = options.get("connectivity", 8), options.get("min_area", 1)
-        if connectivity not in (4, 8):
-            raise ValueError(f"vcp option connectivity must be 4 or 8, got {connectivity!r}")
-        if not isinstance(min_area, int) or min_area < 1:
-            raise ValueError(f"vcp option min_area must be an integer >= 1, got {min_area!r}")
-        classes = vcp.vcp_classes(raw, **class_opts)
-        samples = vcp.find_samples(raw, split, **find_opts)
-        return samples, partial(vcp.load_sample, connectivity=connectivity, min_area=min_area), classes
-    raise ValueError(f"unknown dataset format {fmt!r}; available: {list(FORMATS)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown dataset format {fmt!r}; available: {list(FORMATS)}")
+    return FORMATS[fmt](raw, split, dict(options or {}))
 
 
 def convert(fmt: str, raw: str | os.PathLike, split: str, out: str | os.PathLike, workers: int = 1, skip_bad: bool = False, options: dict | None = None) -> list[dict]:
