@@ -74,9 +74,10 @@ def registries() -> dict[str, list[str]]:
     from segfusion.datasets.registry import FORMATS
     from segfusion.datasets.synthetic import FLAVOURS
     from segfusion.fusion import FUSION_METHODS
-    from segfusion.specs import HEADS, NO_HEAD
+    from segfusion.specs import FROZEN_TRUNK_MODES, HEADS, NO_HEAD
 
     return {
+        "frozen_trunk_modes": list(FROZEN_TRUNK_MODES),
         "fusion_methods": list(FUSION_METHODS),
         "formats": list(FORMATS),
         "heads": [*HEADS, NO_HEAD],

@@ -242,8 +242,11 @@ MODEL_PRESETS: dict[str, ModelVariant] = {
     "panoptic_fpn_imp": ModelVariant(detector=True, head="fpn", imp=True),
 }
 """The registry of named models: the IMP paper's ablation (Table 1 / Fig. 3) and, for every
-other head kind, ``panoptic_{head}`` with and without ``_imp``."""
+other head kind, ``panoptic_{head}`` with and without ``_imp`` and the detector-less
+``semantic_{head}`` (the "independent" semantic network of JSIS Table 3 / Seamless Table 1,
+fused with a detector's instances through config ``pairs``)."""
 for _head in HEADS:
+    MODEL_PRESETS.setdefault(f"semantic_{_head}", ModelVariant(detector=False, head=_head, imp=False))
     MODEL_PRESETS.setdefault(f"panoptic_{_head}", ModelVariant(detector=True, head=_head, imp=False))
     MODEL_PRESETS.setdefault(f"panoptic_{_head}_imp", ModelVariant(detector=True, head=_head, imp=True))
 
@@ -448,6 +451,9 @@ class Augmentation(_Spec):
         return cls(hflip=True, color_jitter=0.4, hue_jitter=0.4, crop_size=(512, 1024))
 
 
+FROZEN_TRUNK_MODES = ("cache", "recompute", "off")
+"""How stage 2 runs a frozen trunk (`TrainSpec.frozen_trunk`)."""
+
 FREEZABLE = ("backbone", "rpn", "roi_heads")
 """Parts of the network a stage can keep frozen."""
 
@@ -462,6 +468,14 @@ class TrainSpec(_Spec):
     validate_every: validate every K iterations (and after the last); None = only after the
                     last, and only when a validation split is given.
     keep_best:      the final weights are those of the best validation (needs validate_every).
+    frozen_trunk:   stage 2 with a frozen detector (`frozen_trunk_blockers`): ``cache`` runs the
+                    frozen backbone, RPN and RoI heads once per (image, flip) and keeps their
+                    outputs (`segfusion.training.trunk_cache`); ``recompute`` runs them per image
+                    every step (bit-identical to ``cache``, slower); ``off`` runs them on the
+                    batch every step (the path of unfrozen training; not bit-identical: a
+                    convolution over a batch rounds differently from one image at a time).
+    trunk_cache_mb: the cache lives in memory up to this size, else in a memory-mapped file
+                    in the run directory.
     """
 
     schedule: Schedule = field(default_factory=Schedule)
@@ -474,6 +488,8 @@ class TrainSpec(_Spec):
     bootstrap_fraction: float = 1.0
     validate_every: int | None = None
     keep_best: bool = False
+    frozen_trunk: str = "cache"
+    trunk_cache_mb: int = 2048
     seed: int = 0
 
     RULES: ClassVar[dict[str, Rule]] = {
@@ -487,6 +503,8 @@ class TrainSpec(_Spec):
         "bootstrap_fraction": Rule("float", lo=0, hi=1),
         "validate_every": Rule("int", lo=1, nullable=True),
         "keep_best": Rule("bool"),
+        "frozen_trunk": Rule("str", choices=FROZEN_TRUNK_MODES),
+        "trunk_cache_mb": Rule("int", lo=0),
         "seed": Rule("int"),
     }
 
@@ -518,6 +536,34 @@ class TrainSpec(_Spec):
             return cls(**values)
         except SpecError as err:
             raise SpecError(f"{where}: {err}") from None
+
+    def frozen_trunk_blockers(self, variant: ModelVariant, model: ModelSpec, image_sizes: set) -> list[str]:
+        """Why the frozen-trunk path does not apply to this stage (empty: it applies).
+
+        It needs every part below the head frozen, no gradient through the canvas, and inputs
+        that are a pure function of the image and the flip: no colour jitter, no random crop,
+        one training scale and one image size.
+        """
+        blockers = []
+        if self.frozen_trunk == "off":
+            blockers.append("frozen_trunk is off")
+        if not variant.trains_stage2:
+            blockers.append("the model has no semantic head")
+        needed = {"backbone", "rpn", "roi_heads"} if variant.detector else {"backbone"}
+        unfrozen = sorted(needed - set(self.freeze))
+        if unfrozen:
+            blockers.append(f"not frozen: {unfrozen}")
+        if self.imp_end_to_end:
+            blockers.append("imp_end_to_end back-propagates through the canvas")
+        if self.augmentation.color_jitter or self.augmentation.hue_jitter:
+            blockers.append("colour jitter")
+        if self.augmentation.crop_size is not None:
+            blockers.append("random crop")
+        if len(model.min_size) > 1:
+            blockers.append(f"multi-scale training (min_size {list(model.min_size)})")
+        if len(image_sizes) > 1:
+            blockers.append(f"images of {len(image_sizes)} different sizes")
+        return blockers
 
     def trains_detector(self, variant: ModelVariant) -> bool:
         """The detector's losses are computed unless both its RPN and RoI heads are frozen."""
@@ -570,3 +616,47 @@ class FusionSpec:
 
     def hash(self) -> str:
         return stable_hash(self.to_dict())
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """A pair (config ``pairs.{name}``): the instances of one model's cache fused with the semantic
+    output of another's, evaluated like a model (JSIS Sec. 4.1 / Seamless Sec. 5 "independent"
+    networks; or an imported detector with an imported semantic model).
+
+    instances: a configured model with a detector; semantic: any configured model (its
+    semantic output: a head's probabilities, or the ``maskrcnn_imp`` canvas).
+    """
+
+    name: str
+    instances: str
+    semantic: str
+
+    RULES: ClassVar[dict[str, Rule]] = {"instances": Rule("str"), "semantic": Rule("str")}
+
+    @classmethod
+    def from_dict(cls, name: str, d: Mapping | None, variants: Mapping[str, ModelVariant]) -> "PairSpec":
+        """``variants``: the configured models (config ``models``) and their variants."""
+        where = f"pairs.{name}"
+        values = check_mapping(d, cls.RULES, where)
+        missing = sorted(set(cls.RULES) - set(values))
+        if missing:
+            raise SpecError(f"{where}: missing keys {missing} (a pair names an instances model and a semantic model)")
+        if name in variants:
+            raise SpecError(f"{where}: the pair's name is also a model in models; pairs and models share the {{model}} paths")
+        for role, model in values.items():
+            if model not in variants:
+                close = difflib.get_close_matches(model, list(variants), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise SpecError(f"{where}.{role}: {model!r} is not in models{hint}; models: {sorted(variants)}")
+        if not variants[values["instances"]].detector:
+            raise SpecError(f"{where}.instances: {values['instances']!r} has no detector, so its cache holds no instances")
+        if values["instances"] == values["semantic"]:
+            raise SpecError(f"{where}: instances and semantic are the same model {values['instances']!r}; that is the model itself")
+        return cls(name, values["instances"], values["semantic"])
+
+    def to_dict(self) -> dict:
+        return {"instances": self.instances, "semantic": self.semantic}

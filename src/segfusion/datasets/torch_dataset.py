@@ -93,6 +93,11 @@ class PanopticTrainingData:
     def __len__(self) -> int:
         return len(self.split)
 
+    def flip_of(self, index: int, rng: np.random.Generator) -> bool:
+        """Whether ``sample(index, rng)`` flips the image (give a generator in the same state)."""
+        rec = self.split.images[index]
+        return draw_params(self.aug, (rec.height, rec.width), rng).flip
+
     def sample(self, index: int, rng: np.random.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Image and targets of image ``index``; augmented when ``rng`` is given (a pure function of it).
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from segfusion.models.heads import LEVELS as HEAD_LEVELS
 from segfusion.models.imp import instance_mask_projection_batched
 from segfusion.specs import FREEZABLE, InferenceSpec, ModelSpec, ModelVariant
 from segfusion.types import ClassInfo
@@ -41,6 +42,23 @@ class RawPrediction:
     semantic_prob: np.ndarray  # (C, h, w) float32: head softmax, or the IMP canvas for maskrcnn_imp
     proposals: np.ndarray  # (P, 4) RPN proposals, for the recall diagnostic
     canvas: np.ndarray | None = None  # (C, h, w) the IMP canvas of IMP models with a head
+
+
+@dataclass
+class Trunk:
+    """What the frozen backbone, RPN and RoI heads give one training image (stage 2).
+
+    features:    the semantic head's FPN levels (`segfusion.models.heads.LEVELS`), each (C, h_l, w_l)
+    image_size:  (h, w) of the image after the detector transform
+    padded_size: (H, W) of the padded tensor the backbone saw (divisible by 32)
+    detections:  for IMP: boxes (N, 4) in transformed coordinates, scores (N,), labels (N,)
+                 Mask R-CNN labels 1..T, masks (N, 1, 28, 28); None without IMP
+    """
+
+    features: dict[str, torch.Tensor]
+    image_size: tuple[int, int]
+    padded_size: tuple[int, int]
+    detections: dict[str, torch.Tensor] | None
 
 
 def semantic_loss(logits: torch.Tensor, target: torch.Tensor, bootstrap_fraction: float = 1.0) -> torch.Tensor:
@@ -156,6 +174,42 @@ class PanopticModel(nn.Module):
             4.0,
         )
 
+    # -- the frozen trunk of stage 2 -----------------------------------------------------------
+    @torch.no_grad()
+    def trunk(self, image: torch.Tensor) -> Trunk:
+        """The frozen part's outputs for one training image: the head's FPN levels and, for IMP,
+        the detections that feed the canvas (`Trunk`).
+
+        The transform runs in eval mode (short side ``min_size[-1]``; training mode would draw a
+        size from the torch RNG even when there is only one), so this is a pure function of the
+        image and the frozen weights, which is what lets `segfusion.training.trunk_cache` keep it.
+        """
+        transform = self.transform
+        mode = transform.training
+        transform.train(False)
+        try:
+            il, _ = transform([image], None)
+        finally:
+            transform.train(mode)
+        features = self.backbone(il.tensors)
+        detections = None
+        if self.variant.imp:
+            _, (d,) = self._detect(il, features, grad=False)
+            detections = {k: d[k] for k in ("boxes", "scores", "labels", "masks")}
+        h, w = il.image_sizes[0]
+        return Trunk({k: features[k][0] for k in HEAD_LEVELS}, (int(h), int(w)), tuple(int(v) for v in il.tensors.shape[-2:]), detections)
+
+    def _head_losses(self, trunks: list[Trunk], semantics: list[torch.Tensor], bootstrap_fraction: float) -> dict[str, torch.Tensor]:
+        """The semantic loss of a batch from its trunks: only the head runs (and learns)."""
+        padded = {t.padded_size for t in trunks}
+        if len(padded) != 1:
+            raise ValueError(f"frozen trunk: the batch's images have different padded sizes {sorted(padded)}")
+        features = {k: torch.stack([t.features[k] for t in trunks]) for k in HEAD_LEVELS}
+        canvas = self._canvas([t.detections for t in trunks], features) if self.variant.imp else None
+        logits = self.head(features, canvas)
+        target = self._semantic_target(semantics, [t.image_size for t in trunks], padded.pop(), logits.device)
+        return {"loss_semantic": semantic_loss(logits, target, bootstrap_fraction)}
+
     # -- training ------------------------------------------------------------------------------
     def losses(
         self,
@@ -164,9 +218,15 @@ class PanopticModel(nn.Module):
         train_detector: bool = True,
         imp_end_to_end: bool = False,
         bootstrap_fraction: float = 1.0,
+        trunks: list[Trunk] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Loss terms for a batch. images: list of (3, H, W) float in [0, 1]; targets: boxes,
-        labels (1..T), masks (N, H, W) uint8, semantic (H, W) long with 255 = ignore."""
+        labels (1..T), masks (N, H, W) uint8, semantic (H, W) long with 255 = ignore.
+
+        ``trunks`` (stage 2 with a frozen trunk, one `Trunk` per image): only the semantic
+        head runs; ``images`` and the detector targets are not used."""
+        if trunks is not None:
+            return self._head_losses(trunks, [t["semantic"] for t in targets], bootstrap_fraction)
         det_targets = [{k: v for k, v in t.items() if k != "semantic"} for t in targets]
         il, det_targets = self.transform(images, det_targets if self.detector is not None else None)
         features = self.backbone(il.tensors)
@@ -184,7 +244,7 @@ class PanopticModel(nn.Module):
                 if not imp_end_to_end:
                     canvas = canvas.detach()
             logits = self.head(features, canvas)
-            target = self._semantic_target([t["semantic"] for t in targets], il)
+            target = self._semantic_target([t["semantic"] for t in targets], il.image_sizes, tuple(il.tensors.shape[-2:]), il.tensors.device)
             losses["loss_semantic"] = semantic_loss(logits, target, bootstrap_fraction)
         return losses
 
@@ -194,11 +254,11 @@ class PanopticModel(nn.Module):
         return self.losses(images, targets, **kwargs)
 
     @staticmethod
-    def _semantic_target(semantics: list[torch.Tensor], il) -> torch.Tensor:
-        """Resize each (H, W) map to its transformed size (nearest) and pad with 255 to the batch."""
-        hp, wp = il.tensors.shape[-2:]
-        out = torch.full((len(semantics), hp, wp), 255, dtype=torch.long, device=il.tensors.device)
-        for i, (sem, (h, w)) in enumerate(zip(semantics, il.image_sizes)):
+    def _semantic_target(semantics: list[torch.Tensor], image_sizes, padded_size: tuple[int, int], device) -> torch.Tensor:
+        """Resize each (H, W) map to its transformed size (nearest) and pad with 255 to the batch's padded size."""
+        hp, wp = padded_size
+        out = torch.full((len(semantics), hp, wp), 255, dtype=torch.long, device=device)
+        for i, (sem, (h, w)) in enumerate(zip(semantics, image_sizes)):
             if sem.shape != (h, w):
                 sem = F.interpolate(sem[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
             out[i, :h, :w] = sem

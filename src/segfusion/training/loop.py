@@ -116,7 +116,9 @@ class _Run:
     best_value: float | None = None
 
 
-def train(model, data, spec: TrainSpec, run_dir: Path, progress: bool = True, validator=None, ctx: DistContext | None = None) -> list[dict]:
+def train(
+    model, data, spec: TrainSpec, run_dir: Path, progress: bool = True, validator=None, ctx: DistContext | None = None, trunks=None
+) -> list[dict]:
     """Train ``model`` in place with ``spec``; checkpoints, loss.csv (and val.csv, val.png, best.pt) go to ``run_dir``.
 
     ``model`` has ``losses(images, targets, **options) -> {term: loss}`` and a ``variant``
@@ -124,8 +126,10 @@ def train(model, data, spec: TrainSpec, run_dir: Path, progress: bool = True, va
     with ``spec.freeze``). ``validator(model, ctx) -> dict`` (a
     `segfusion.training.validation.Validator`) scores the model; its ``metric`` key is the
     one ``keep_best`` maximises. ``ctx`` is the distributed context (default: the
-    initialised process group, or one process on the CPU). Returns the loss history
-    (identical on every rank).
+    initialised process group, or one process on the CPU). ``trunks``: a
+    `segfusion.training.trunk_cache.TrunkCache` when stage 2 runs on a frozen trunk (``data``
+    then also gives each sample's flip, `PanopticTrainingData.flip_of`). Returns the loss
+    history (identical on every rank).
     """
     ctx = ctx or DistContext.current()
     run_dir = Path(run_dir)
@@ -143,8 +147,8 @@ def train(model, data, spec: TrainSpec, run_dir: Path, progress: bool = True, va
     model.train()
     progress_log = _Progress(spec, run.start, enabled=progress and ctx.is_main)
     t_wait = time.perf_counter()
-    for it, batch in progress_log.wrap(prefetched(lambda i: _load_batch(data, spec, i, ctx), range(run.start, spec.schedule.iterations))):
-        row = _step(model, net, optimizer, spec, it, batch, ctx, run_dir / "last.pt")
+    for it, batch in progress_log.wrap(prefetched(lambda i: _load_batch(data, spec, i, ctx, trunks is not None), range(run.start, spec.schedule.iterations))):
+        row = _step(model, net, optimizer, spec, it, batch, ctx, run_dir / "last.pt", trunks)
         row["seconds"] = time.perf_counter() - t_wait  # includes waiting for the batch when loading is slower
         run.history.append(row)
         progress_log.update(row)
@@ -190,21 +194,30 @@ def _resume(model, optimizer, run_dir: Path, metric: str | None, ctx: DistContex
     return run
 
 
-def _load_batch(data, spec: TrainSpec, it: int, ctx: DistContext) -> list:
-    """This rank's samples of iteration ``it``: a pure function of (seed, iteration)."""
+def _load_batch(data, spec: TrainSpec, it: int, ctx: DistContext, with_keys: bool = False) -> list:
+    """This rank's samples of iteration ``it``: a pure function of (seed, iteration).
+
+    Each is ``(image, target)``, or ``(image, target, index, flip)`` with ``with_keys``."""
     slots = list(enumerate(batch_indices(len(data), spec.batch_size, spec.seed, it)))
-    return [data.sample(i, np.random.default_rng([spec.seed, it, slot])) for slot, i in rank_slice(slots, ctx)]
+    out = []
+    for slot, i in rank_slice(slots, ctx):
+        seed = [spec.seed, it, slot]
+        sample = data.sample(i, np.random.default_rng(seed))
+        out.append((*sample, i, data.flip_of(i, np.random.default_rng(seed))) if with_keys else sample)
+    return out
 
 
-def _step(model, net, optimizer, spec: TrainSpec, it: int, batch: list, ctx: DistContext, last: Path) -> dict:
+def _step(model, net, optimizer, spec: TrainSpec, it: int, batch: list, ctx: DistContext, last: Path, trunks=None) -> dict:
     """One SGD step; returns the logged row (losses averaged over ranks). A non-finite loss
     raises `TrainingDiverged` before the weights change."""
     lr = spec.schedule.lr_at(it)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    samples = [_to(ctx.device, s) for s in batch]
+    samples = [_to(ctx.device, s[:2]) for s in batch]
     images, targets = [s[0] for s in samples], [s[1] for s in samples]
     kwargs = {"train_detector": spec.trains_detector(model.variant), "imp_end_to_end": spec.imp_end_to_end, "bootstrap_fraction": spec.bootstrap_fraction}
+    if trunks is not None:
+        kwargs["trunks"] = [trunks.get(s[2], s[3], image) for s, image in zip(batch, images)]
     terms = net(images, targets, **kwargs) if ctx.enabled else model.losses(images, targets, **kwargs)
     unknown = sorted(set(spec.loss_weights) - set(terms))
     if unknown:  # a typo in loss_weights would otherwise be silently ignored

@@ -24,6 +24,7 @@ from segfusion.specs import MODEL_PRESETS, ModelSpec, ModelVariant, TrainSpec
 from segfusion.training.checkpoint import load_model, run_hash, save_model
 from segfusion.training.distributed import DistContext
 from segfusion.training.loop import plot_loss, read_best, train, write_loss_csv
+from segfusion.training.trunk_cache import TrunkCache
 
 STAGE1_VARIANT = MODEL_PRESETS["maskrcnn_imp"]
 """Stage 1 trains Mask R-CNN alone; its file is also the ``maskrcnn_imp`` model (IMP Fig. 3a)."""
@@ -54,6 +55,21 @@ def initial_model(stage: int, variant: ModelVariant, model_spec: ModelSpec | Non
         info = load_pretrained(model, model_spec.pretrained, split.classes, model_spec.class_remap)
         log(f"loaded {info['loaded']} pretrained tensors from {model_spec.pretrained}; remapped classes {info['remapped']}")
     return model
+
+
+def frozen_trunk(model, split: CanonicalSplit, spec: TrainSpec, run_dir: Path, log) -> TrunkCache | None:
+    """The frozen-trunk cache of a stage-2 run, or None (the log says which condition failed)."""
+    sizes = {(r.height, r.width) for r in split.images}
+    blockers = spec.frozen_trunk_blockers(model.variant, model.spec, sizes)
+    if blockers:
+        log(f"frozen trunk: not used ({'; '.join(blockers)}): the detector runs on every batch")
+        return None
+    max_detections = model.detector.roi_heads.detections_per_img if model.detector is not None else 0
+    flips = 2 if spec.augmentation.hflip else 1
+    cache = TrunkCache(model, len(split), flips, max_detections, spec.trunk_cache_mb, run_dir, store=spec.frozen_trunk == "cache")
+    log(f"frozen trunk: {spec.frozen_trunk} (backbone{', RPN, RoI heads' if model.detector is not None else ''} run once per image"
+        f"{' and flip' if flips == 2 else ''}{', kept' if cache.store else ', recomputed every step'})")
+    return cache
 
 
 def train_stage(
@@ -91,8 +107,11 @@ def train_stage(
     model = initial_model(stage, variant, model_spec, init, split, log)
     model.freeze(spec.freeze)
     data_set = PanopticTrainingData(split, spec.augmentation)
+    trunks = frozen_trunk(model, split, spec, run_dir, log) if stage == 2 else None
     t0 = time.perf_counter()
-    history = train(model, data_set, spec, run_dir, progress=progress, validator=validator, ctx=ctx)
+    history = train(model, data_set, spec, run_dir, progress=progress, validator=validator, ctx=ctx, trunks=trunks)
+    if trunks is not None:
+        log(trunks.summary())
     if not ctx.is_main:
         return run_dir
     model.to("cpu")
