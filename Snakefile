@@ -30,6 +30,7 @@ include: "workflow/rules/predict.smk"
 include: "workflow/rules/fuse.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/integrity.smk"
 
 
 rule all:
@@ -37,3 +38,5 @@ rule all:
     input:
         "results/summary/tables.md",
         all_dataset_stats(),
+        # Every intermediate is a target, so a missing one is regenerated (integrity.smk).
+        all_intermediates(),

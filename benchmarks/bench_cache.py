@@ -28,6 +28,9 @@ Figures:
    tiny model is far cheaper than an R50-FPN, so the ratio printed is an upper bound of the
    overhead of a CPU run. The "break-even" forward time is the one at which writing adds
    exactly 10 %.
+5. checksum cost: the reads of 2. and 3. of Zstd files written with the Fletcher32 checksum
+   (the cache format) against the same files written without it, in the same run, the reads
+   of the two alternated five times, the fastest of each (target: reads <= 10 % slower).
 
     python benchmarks/bench_cache.py [--images 1000] [--semantic-images 50] [--soft] [--forward-ms MS]
 """
@@ -54,6 +57,7 @@ STRIDE = 4
 NUM_DETECTIONS = 100
 NUM_PROPOSALS = 1000
 MASK_SIZE = 28
+CHECKSUM_REPEAT = 5
 
 
 def semantic_prob(rng: np.random.Generator, soft: bool = False) -> np.ndarray:
@@ -136,44 +140,90 @@ class Timer:
         self.cpu = time.thread_time() - self._cpu
 
 
-def bench(compression: str, tmp: Path, sems: list[np.ndarray], dets: list[dict], n_instances: int) -> dict:
+def _best(times: list[tuple[float, float]]) -> tuple[float, float]:
+    """The fastest of repeated (wall, CPU) measurements."""
+    return min(times)
+
+
+def write_files(compression: str, tmp: Path, sems: list[np.ndarray], dets: list[dict], n_instances: int, checksum: bool = True) -> dict:
+    """Write the benchmark's caches; their sizes, write times and paths (``semantic``, ``instances``)."""
     classes = cityscapes_classes()
     out: dict = {}
+    tmp = tmp / ("checksum" if checksum else "plain")
+    tmp.mkdir(exist_ok=True)
+    kw = {"compression": compression, "checksum": checksum}
     one = tmp / f"one-{compression}.h5"
-    with CacheWriter(one, "bench", "h", classes, compression=compression) as w:
+    with CacheWriter(one, "bench", "h", classes, **kw) as w:
         w.add("img0", 0, **dets[0], semantic_prob=sems[0])
     out["size_mb"] = one.stat().st_size / 1e6
     out["datasets"] = dataset_sizes(one)
 
-    path = tmp / f"semantic-{compression}.h5"
+    out["semantic"] = path = tmp / f"semantic-{compression}.h5"
     wall, cpu = [], []
-    with CacheWriter(path, "bench", "h", classes, compression=compression) as w:
+    with CacheWriter(path, "bench", "h", classes, **kw) as w:
         for i, sem in enumerate(sems):
             t0, c0 = time.perf_counter(), time.thread_time()
             w.add(f"img{i:05d}", i, **dets[i % len(dets)], semantic_prob=sem, forward_seconds=0.1)
             wall.append(time.perf_counter() - t0)
             cpu.append(time.thread_time() - c0)
     out["write_ms"] = (1000 * float(np.median(wall)), 1000 * float(np.median(cpu)))
-    with CacheReader(path) as r:
+
+    out["instances"] = path = tmp / f"instances-{compression}.h5"
+    placeholder = np.full((NUM_CLASSES, 1, 1), 1 / NUM_CLASSES, np.float32)
+    with CacheWriter(path, "bench", "h", classes, **kw) as w:
+        for i in range(n_instances):
+            w.add(f"img{i:05d}", i, **dets[i % len(dets)], semantic_prob=placeholder)
+    out["n_instances"] = n_instances
+    return out
+
+
+def read_files(files: dict) -> dict[str, tuple[float, float]]:
+    """One read of each kind of the caches of `write_files`: (wall, CPU) seconds."""
+    out = {}
+    with CacheReader(files["semantic"]) as r:
         with Timer() as t:
             for name in r.names:
                 r.read_semantic(name)
-        out["semantic_images_per_s"] = (len(r) / t.wall, len(r) / t.cpu)
+        out["semantic"] = (t.wall, t.cpu)
         with Timer() as t:
             for _ in r:
                 pass
-        out["full_images_per_s"] = (len(r) / t.wall, len(r) / t.cpu)
-
-    path = tmp / f"instances-{compression}.h5"
-    placeholder = np.full((NUM_CLASSES, 1, 1), 1 / NUM_CLASSES, np.float32)
-    with CacheWriter(path, "bench", "h", classes, compression=compression) as w:
-        for i in range(n_instances):
-            w.add(f"img{i:05d}", i, **dets[i % len(dets)], semantic_prob=placeholder)
-    with Timer() as t, CacheReader(path) as r:
+        out["full"] = (t.wall, t.cpu)
+        n_semantic = len(r)
+    with Timer() as t, CacheReader(files["instances"]) as r:
         count = sum(len(d.instances) for d in r.iter_detections())
-    out["instances_s"] = (t.wall, t.cpu)
-    assert count == n_instances * NUM_DETECTIONS
+    out["instances"] = (t.wall, t.cpu)
+    assert count == files["n_instances"] * NUM_DETECTIONS
+    out["n_semantic"] = n_semantic
     return out
+
+
+def summarize(files: dict, reads: list[dict]) -> dict:
+    """`write_files`'s figures with the fastest of repeated `read_files` (rates in images/s)."""
+    out = dict(files)
+    n = reads[0]["n_semantic"]
+    w_, c_ = _best([r["semantic"] for r in reads])
+    out["semantic_images_per_s"] = (n / w_, n / c_)
+    w_, c_ = _best([r["full"] for r in reads])
+    out["full_images_per_s"] = (n / w_, n / c_)
+    out["instances_s"] = _best([r["instances"] for r in reads])
+    return out
+
+
+def bench(compression: str, tmp: Path, sems: list[np.ndarray], dets: list[dict], n_instances: int, checksum: bool = True, repeat: int = 1) -> dict:
+    files = write_files(compression, tmp, sems, dets, n_instances, checksum)
+    return summarize(files, [read_files(files) for _ in range(repeat)])
+
+
+def checksum_cost(tmp: Path, sems: list[np.ndarray], dets: list[dict], n_instances: int, repeat: int = 5) -> tuple[dict, dict]:
+    """Zstd caches with and without Fletcher32, their reads alternated ``repeat`` times (so that
+    load on the machine hits both alike), the fastest of each: (checksummed, plain)."""
+    files = {checksum: write_files("zstd", tmp, sems, dets, n_instances, checksum) for checksum in (True, False)}
+    reads: dict[bool, list[dict]] = {True: [], False: []}
+    for _ in range(repeat):
+        for checksum in (True, False):
+            reads[checksum].append(read_files(files[checksum]))
+    return summarize(files[True], reads[True]), summarize(files[False], reads[False])
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -204,6 +254,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d:
         for compression in COMPRESSIONS:
             results[compression] = bench(compression, Path(d), sems, dets, args.images)
+        # Checksum cost, same run: Zstd with and without Fletcher32, reads alternated, best of five.
+        checked, plain = checksum_cost(Path(d), sems, dets, args.images, repeat=CHECKSUM_REPEAT)
     forward_ms = args.forward_ms if args.forward_ms is not None else measure_forward_ms()
     source = "given" if args.forward_ms is not None else "measured: tiny panoptic_fpn, 1 CPU thread"
 
@@ -233,8 +285,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         w = results[c]["write_ms"][0]
         print(f"{c}: write ({w:.1f} ms wall) adds {100 * w / forward_ms:.1f} % to prediction (target <= 10 %); "
               f"writing adds 10 % to a forward of {10 * w:.0f} ms")
+    print(f"\nFletcher32 checksum (zstd), reads alternated, best of {CHECKSUM_REPEAT}, CPU time (wall in parentheses); target <= 10 % slower:")
+    cost = {}
+    for label, key, slower_is in (("instances read", "instances_s", "time"), ("semantic read", "semantic_images_per_s", "rate"), ("full read", "full_images_per_s", "rate")):
+        (cw, cc), (pw, pc) = checked[key], plain[key]
+        ratio_cpu, ratio_wall = (cc / pc, cw / pw) if slower_is == "time" else (pc / cc, pw / cw)
+        cost[key] = ratio_cpu - 1
+        print(f"  {label:16s} checksummed {cc:8.3f} vs plain {pc:8.3f} ({'s' if slower_is == 'time' else 'images/s'}): "
+              f"{100 * (ratio_cpu - 1):+.1f} % ({100 * (ratio_wall - 1):+.1f} % wall)")
+    print(f"  size of one image: {checked['size_mb']:.3f} MB checksummed vs {plain['size_mb']:.3f} MB plain")
     z = results["zstd"]
     return {
+        "checksum_read_cost_instances": cost["instances_s"],
+        "checksum_read_cost_semantic": cost["semantic_images_per_s"],
+        "checksum_read_cost_full": cost["full_images_per_s"],
         "size_mb": z["size_mb"],
         "write_ms": z["write_ms"][0],
         "instances_seconds": z["instances_s"][0],

@@ -293,15 +293,17 @@ def reference_costea(instances, semantic, classes) -> Panoptic:
             ):
                 ids[ny, nx] = ids[y, x] if ids[ny, nx] == 0 else min(ids[ny, nx], ids[y, x])
     prob = resize_bilinear(semantic.prob, semantic.image_size)
+    min_area = stuff_area_threshold("reference", semantic.image_size, None, None)
     for g, m in enumerate(members):
         comp, n = ndimage.label((group == g) & (ids == 0))
         for k in range(1, n + 1):
             pixels = comp == k
+            if pixels.sum() < min_area:  # isolated segments have the stuff-area minimum; they stay void
+                continue
             sums = [prob[c][pixels].astype(np.float64).sum() for c in m]
             best = int(np.argmax(sums))
             info[len(info) + 1] = (m[best], True, False, sums[best] / pixels.sum())
             ids[pixels] = len(info)
-    min_area = stuff_area_threshold("reference", semantic.image_size, None, None)
     _stuff_segments(
         ids,
         info,

@@ -54,3 +54,22 @@ def test_spec_errors_are_one_line_before_any_file_is_read(tmp_path, capsys):
         assert rc == 1 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (argv, err)
         assert "missing.h5" not in err
     assert not (tmp_path / "f").exists() and not (tmp_path / "c.h5").exists()
+
+
+def test_training_errors_are_one_line(tmp_path, capsys, street_canonical):
+    """An unwritable --out fails before any iteration; a diverging run stops with the iteration."""
+    import json
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    stage = {"schedule": {"iterations": 4, "lr": 1e12}, "batch_size": 2, "checkpoint_every": 2}
+    params = json.dumps({"stage": stage, "architecture": {"min_size": [64], "max_size": 128}})
+    argv = ["train", "--stage", "1", "--data", str(street_canonical), "--params", params, "--run-dir", str(tmp_path / "runs"), "--no-progress"]
+    rc = main([*argv, "--out", str(blocker / "m.pt")])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"{blocker}: --out is not writable" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()  # nothing ran
+    rc = main([*argv, "--out", str(tmp_path / "m.pt")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "non-finite loss at iteration" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "m.pt").exists()

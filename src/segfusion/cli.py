@@ -146,15 +146,19 @@ def cmd_predict(a) -> None:
     from segfusion.inference.shards import shard_records
     from segfusion.provenance import provenance
     from segfusion.training.checkpoint import file_digest, load_model
+    from segfusion.training.distributed import resolve_device
 
     torch.set_num_threads(a.threads)
+    device = resolve_device(spec.device)
     model, classes, payload = load_model(a.model)
+    model.to(device)
     split = CanonicalSplit(a.data)
     if split.classes != classes:
         raise SystemExit(f"{a.model}: trained on classes {classes.names}, but {a.data} has {split.classes.names}")
     index, count = a.shard
     records = shard_records(split.images, index, count)
-    config_hash = prediction_config_hash(spec, inference, file_digest(a.model))
+    digest = file_digest(a.model)
+    config_hash = prediction_config_hash(spec, inference, digest)
     name = Path(a.model).parent.parent.name
     # Parameters and FLOPs (IMP Table 6, Seamless Sec. 5.4) on the split's first image by id,
     # so every shard of a split stores the same figures; they travel to the metrics via evaluate.
@@ -164,11 +168,15 @@ def cmd_predict(a) -> None:
 
         first = min(split.images, key=lambda r: r.image_id)
         efficiency = efficiency_summary(model, (first.height, first.width), image=split.image(first), inference=inference)
-    extra = {**provenance(), "efficiency": efficiency, "inference": inference.to_dict()}
-    with CacheWriter(a.out, name, config_hash, classes, extra) as writer:
+    extra = {**provenance(), "efficiency": efficiency, "inference": inference.to_dict(), "device": str(device)}
+    from segfusion.provenance import cache_lineage, prediction_settings_hash
+
+    # Provenance chain: the model file, the data split and the test-time settings (segfusion.provenance).
+    lineage = cache_lineage(a.model, digest, a.data, a.shard, prediction_settings_hash(p.get("predict"), p.get("inference")))
+    with CacheWriter(a.out, name, config_hash, classes, extra, lineage=lineage) as writer:
         stats = predict_split(model, split, records, writer, spec, inference)
     flops = f", {efficiency['flops'] / 1e9:.2f} GFLOPs/image, {efficiency['parameters'] / 1e6:.2f} M parameters" if efficiency else ""
-    print(f"wrote {a.out}: {stats['images']} images, {stats['images_per_second']:.2f} images/s{flops}")
+    print(f"wrote {a.out}: {stats['images']} images on {device}, {stats['images_per_second']:.2f} images/s{flops}")
 
 
 def cmd_import_predictions(a) -> None:
@@ -196,7 +204,9 @@ def prediction_config_hash(spec, inference, model_digest: str) -> str:
 # -- fusion and metrics --------------------------------------------------------------------------
 def cmd_fuse(a) -> None:
     """``--method``: a method or a sweep point (``kirillov@overlap_threshold=0.3``); ``--params``:
-    the method's parameters (config ``fusion.params.{method}``), checked before any image is read."""
+    the method's parameters (config ``fusion.params.{method}``), checked before any image is read.
+    ``--semantic-cache``: fuse the instances of ``--cache`` with the semantic output of this cache
+    (a pair, `segfusion.inference.pair.PairedCacheReader`)."""
     from segfusion.specs import FusionSpec
 
     spec = FusionSpec.for_variant(a.method, _params(a.params))
@@ -204,23 +214,43 @@ def cmd_fuse(a) -> None:
 
     from segfusion.fusion import fuse
     from segfusion.inference.cache import CacheReader
+    from segfusion.inference.pair import PairedCacheReader
     from segfusion.io.fused import write_fused
 
     meta = {**spec.to_dict(), "variant": a.method, "cache": str(a.cache)}
+    if a.semantic_cache:
+        meta["semantic_cache"] = str(a.semantic_cache)
     seconds: list[float] = []
 
     def items(reader):
-        for cached in tqdm(reader, total=len(reader), desc=f"fuse {a.method}"):
+        # fusion_ms_per_image is the whole per-image work of the job: read (the cache
+        # iterator), fuse, and encode and write (write_fused, which handles the item before it
+        # asks for the next one). Only the job's closing JSON writes are not in it.
+        images = iter(tqdm(reader, total=len(reader), desc=f"fuse {a.method}"))
+        while True:
             t0 = time.perf_counter()
+            cached = next(images, None)
+            if cached is None:
+                break
             pan = fuse(spec.method, cached.instances, cached.semantic, reader.classes, **spec.params)
-            seconds.append(time.perf_counter() - t0)
             yield cached.name, cached.image_id, pan
+            seconds.append(time.perf_counter() - t0)
         # write_fused writes panoptic.json after consuming every item, so the timing lands in it.
         meta["fusion_ms_per_image"] = 1000 * sum(seconds) / max(len(seconds), 1)
 
-    with CacheReader(a.cache) as reader:
+    with PairedCacheReader(a.cache, a.semantic_cache) if a.semantic_cache else CacheReader(a.cache) as reader:
+        meta["lineage"] = _fused_lineage(reader, spec)  # provenance chain (segfusion.provenance)
         n = write_fused(a.out, reader.classes, items(reader), meta=meta)
     print(f"fused {n} images with {a.method} ({meta['fusion_ms_per_image']:.1f} ms/image) -> {a.out}")
+
+
+def _fused_lineage(reader, spec) -> dict:
+    """The lineage of a fused output: the cache (a pair: both caches) and the fusion spec's hash."""
+    from segfusion.provenance import fused_lineage
+
+    if hasattr(reader, "semantic") and hasattr(reader, "instances"):  # a PairedCacheReader
+        return fused_lineage(reader.instances, spec.hash(), semantic_reader=reader.semantic)
+    return fused_lineage(reader, spec.hash())
 
 
 def cmd_export_cityscapes(a) -> None:
@@ -256,7 +286,21 @@ def cmd_aggregate(a) -> None:
 
     df = aggregate(a.metrics, a.out, _params(a.params))
     figures = sorted(p.name for p in (Path(a.out) / "plots").glob("*.png"))
-    print(f"summary of {len(a.metrics)} metrics files ({len(df)} rows) written to {a.out}: tables.md, metrics.csv, per_image.csv, {len(figures)} figures in plots/")
+    print(f"summary of {len(a.metrics)} metrics files ({len(df)} rows) written to {a.out}: tables.md, claims.md, claims.csv, metrics.csv, per_image.csv, {len(figures)} figures in plots/")
+
+
+def cmd_verify(a) -> None:
+    """Check every provenance chain under a results folder (`segfusion.verify`); exit 1 on any finding."""
+    from segfusion.verify import verify_results
+
+    findings, n = verify_results(a.results)
+    for f in findings:
+        print(f)
+    if findings:
+        kinds = sorted({f.kind for f in findings})
+        print(f"{a.results}: {len(findings)} findings ({', '.join(kinds)}) in {n} artefacts; re-run the workflow (snakemake) to regenerate them", file=sys.stderr)
+        raise SystemExit(1)
+    print(f"{a.results}: {n} artefacts verified, none stale or orphaned")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,8 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init", help="model file to start from (stage 1 weights for stage 2)")
     s.add_argument("--loss-csv", help="also write the loss history here (a declared output, for the report)")
     s.add_argument("--val-data", help="held-out canonical split validated during training (stage 1: mask AP, stage 2: mIoU)")
-    s.add_argument("--backend", choices=["auto", "gloo", "nccl"], default="auto", help="torch.distributed backend under torchrun")
-    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda:LOCAL_RANK if available, else cpu")
+    s.add_argument("--backend", choices=registries["backends"], default="auto", help="torch.distributed backend under torchrun")
+    s.add_argument("--device", choices=registries["devices"], default="auto", help="auto: cuda:LOCAL_RANK if available, else cpu")
     s.add_argument("--threads", type=int, default=1, help="torch threads per process")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_train)
@@ -336,8 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=float, default=0.5, help="mask binarisation: prob >= threshold")
     s.set_defaults(func=cmd_export_predictions)
 
-    s = sub.add_parser("fuse", help="fuse a prediction cache with one method")
+    s = sub.add_parser("fuse", help="fuse a prediction cache (or the instances of one with the semantic output of another) with one method")
     s.add_argument("--cache", required=True)
+    s.add_argument("--semantic-cache", help="take the semantic output from this cache, the instances from --cache (a pair); same images, sizes and classes")
     s.add_argument("--method", required=True, help=f"one of {registries['fusion_methods']}, or a sweep point METHOD@PARAM=VALUE")
     s.add_argument("--params", help="method params (JSON or file)")
     s.add_argument("--out", required=True)
@@ -350,9 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="val", help="names the panoptic JSON: cityscapes_panoptic_SPLIT.json")
     s.set_defaults(func=cmd_export_cityscapes)
 
-    s = sub.add_parser("evaluate", help="metric state of a fused shard against ground truth")
-    s.add_argument("--data", required=True)
-    s.add_argument("--fused", required=True)
+    s = sub.add_parser("evaluate", help="metric state of a fused shard (or any COCO-panoptic prediction) against ground truth")
+    s.add_argument("--data", required=True, help="canonical split: ground truth and classes (native category ids)")
+    s.add_argument("--fused", required=True, help="fused folder, or any COCO-panoptic prediction (folder or JSON; PNGs in panoptic/, <json stem>/ or beside it)")
     s.add_argument("--cache", help="prediction cache, for AP before fusion and diagnostics")
     s.add_argument("--params", help="evaluation params (JSON or file)")
     s.add_argument("--out", required=True)
@@ -369,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", help='report params (JSON or file): {"config": ..., "inputs": {"loss_curves", "qualitative", "gallery"}}')
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_aggregate)
+
+    s = sub.add_parser("verify", help="check the provenance chain of every artefact under a results folder: stale, orphaned, leftovers")
+    s.add_argument("results", help="results folder (e.g. results)")
+    s.set_defaults(func=cmd_verify)
     return parser
 
 
@@ -382,11 +431,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        # Expected bad-input errors: one clear line naming the file/key/value, no traceback.
-        print(f"segfusion {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, KeyError, OSError) as err:
+        # Expected errors: bad input, a diverged training (TrainingDiverged is a ValueError), an
+        # unwritable path or a full disk (OSError names the file): one line, no traceback.
+        print(f"segfusion {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or type(err).__name__}"
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 if __name__ == "__main__":

@@ -71,17 +71,22 @@ def _message(err, root: dict) -> str:
 
 def registries() -> dict[str, list[str]]:
     """The registries whose names the schema's ``x-registry`` markers stand for."""
+    from segfusion.claims import DATASET_KINDS
     from segfusion.datasets.registry import FORMATS
     from segfusion.datasets.synthetic import FLAVOURS
     from segfusion.fusion import FUSION_METHODS
-    from segfusion.specs import FROZEN_TRUNK_MODES, HEADS, NO_HEAD
+    from segfusion.specs import BACKENDS, DEVICES, FROZEN_TRUNK_MODES, HEADS, NO_HEAD, NORMS
 
     return {
+        "norms": list(NORMS),
         "frozen_trunk_modes": list(FROZEN_TRUNK_MODES),
+        "devices": list(DEVICES),
+        "backends": list(BACKENDS),
         "fusion_methods": list(FUSION_METHODS),
         "formats": list(FORMATS),
         "heads": [*HEADS, NO_HEAD],
         "flavours": list(FLAVOURS),
+        "dataset_kinds": list(DATASET_KINDS),
     }
 
 
@@ -158,7 +163,16 @@ def training_processes(config: dict) -> int:
 def check_specs(config: dict) -> None:
     """Build every spec of a (defaults-filled) config once; raise SpecError naming the key path."""
     from segfusion import sweeps
-    from segfusion.specs import FusionSpec, InferenceSpec, ModelSpec, PredictSpec, TrainSpec, resolve_variant
+    from segfusion.specs import (
+        FusionSpec,
+        InferenceSpec,
+        ModelSpec,
+        PairSpec,
+        PredictSpec,
+        SpecError,
+        TrainSpec,
+        resolve_variant,
+    )
 
     ModelSpec.from_dict(config["architecture"])
     InferenceSpec.from_dict(config["inference"])
@@ -166,8 +180,12 @@ def check_specs(config: dict) -> None:
     processes = training_processes(config)
     for stage in ("stage1", "stage2"):
         TrainSpec.from_dict(config[stage], stage).check_processes(processes, stage)
-    for name in config["models"]:
-        resolve_variant(name, config["custom_models"])
+    variants = {name: resolve_variant(name, config["custom_models"]) for name in config["models"]}
+    for name, pair in config.get("pairs", {}).items():
+        PairSpec.from_dict(name, pair, variants)
+    for name in config.get("claims", {}).get("dataset_kinds", {}):
+        if name not in config["datasets"]:
+            raise SpecError(f"claims.dataset_kinds.{name}: no such dataset; datasets: {sorted(config['datasets'])}")
     fusion = config["fusion"]
     for name in sweeps.expand(fusion["methods"], config["sweeps"]):
         method = sweeps.parse_variant(name)[0]

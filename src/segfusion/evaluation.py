@@ -99,6 +99,9 @@ def evaluate_fused(data: str | os.PathLike, fused: str | os.PathLike, cache: str
     truth, when its id map holds an id missing from ``panoptic.json``, or when a class is
     outside the class list.
     """
+    from segfusion.provenance import evaluation_lineage
+
+    lineage = evaluation_lineage(data, fused, cache, params)  # provenance chain: refuses a mismatched cache or fused output
     split = CanonicalSplit(data)
     classes = split.classes
     c = classes.num_classes
@@ -106,14 +109,15 @@ def evaluate_fused(data: str | os.PathLike, fused: str | os.PathLike, cache: str
         "semantic": SemanticConfusion(c, is_thing=classes.is_thing),
         "panoptic": PanopticQuality(classes),
         "boundary": BoundaryAccuracy(c, bins=tuple(params.get("boundary_bins", DEFAULT_BOUNDARY_BINS))),
-        "instance": InstanceAP(classes),
+        "instance": InstanceAP(classes, native_ids=True),
     }
     gts = {}
     names: list[str] = []
+    image_ids: list[int] = []
     sem_rows: list[list[list[int]]] = []
     pan_rows: list[list[list[float]]] = []
-    for name, _, pred in tqdm(read_fused(fused), desc="evaluate"):
-        rec = split.record(name)
+    for rec, pred in tqdm(_fused_images(split, fused), desc="evaluate"):
+        name = rec.name
         gt = split.panoptic(rec)
         if gt.image_size != pred.image_size:
             raise ValueError(f"image {name}: prediction size {pred.image_size} differs from ground truth {gt.image_size}")
@@ -127,22 +131,25 @@ def evaluate_fused(data: str | os.PathLike, fused: str | os.PathLike, cache: str
         acc["panoptic"].merge(one_pq)
         acc["semantic"].merge(one_sem)
         acc["boundary"].update(gt_sem, pred.semantic, image_id=name)
-        acc["instance"].update(gt, pred, image_id=name)
+        add_instance_ground_truth(acc["instance"], split, rec, gt)
+        acc["instance"].add_panoptic_detections(name, pred)
         names.append(name)
+        image_ids.append(rec.image_id)
         sem_rows.append(_semantic_row(one_sem.confusion))
         pan_rows.append(_panoptic_row(one_pq))
-        gts[name] = gt
+        gts[name] = (rec, gt)
     diagnostics: dict = {}
     fusion_ms = _fusion_ms(Path(fused))
     if fusion_ms is not None and names:
         diagnostics.update(fusion_ms_sum=fusion_ms * len(names), fusion_images=len(names))
     if cache:
-        acc["instance_before_fusion"], cache_diag = _evaluate_cache(cache, gts, classes)
+        acc["instance_before_fusion"], cache_diag = _evaluate_cache(cache, gts, split)
         diagnostics.update(cache_diag)
     per_image_stats = {
         "version": PER_IMAGE_STATS_VERSION,
         "num_classes": c,
         "images": names,
+        "image_ids": image_ids,
         "semantic": sem_rows,
         "panoptic": pan_rows,
     }
@@ -151,28 +158,57 @@ def evaluate_fused(data: str | os.PathLike, fused: str | os.PathLike, cache: str
         "accumulators": {k: v.state() for k, v in acc.items()},
         "per_image_stats": per_image_stats,
         "diagnostics": diagnostics,
+        "lineage": lineage,
     }
 
 
-def _evaluate_cache(cache, gts: dict, classes):
+def add_instance_ground_truth(ap: InstanceAP, split: CanonicalSplit, rec, gt) -> None:
+    """One image's AP ground truth: the split's ``instances.json`` as given when it has one
+    (COCO / ModaNet annotations: overlaps, crowd, annotation boxes), else the thing segments
+    of the panoptic ground truth ``gt`` (splits written before ``instances.json`` existed)."""
+    if split.has_instances:
+        ap.add_coco_ground_truth(
+            rec.name, rec.height, rec.width, split.instance_annotations(rec), coco_id=rec.image_id, source=split.root / "instances.json"
+        )
+    else:
+        ap.add_ground_truth(rec.name, gt, coco_id=rec.image_id)
+
+
+def _fused_images(split: CanonicalSplit, fused):
+    """(record, Panoptic) of every image of the fused folder, matched to the split by image id.
+
+    The fused folder may be ours or any COCO-panoptic prediction (panopticapi, detectron2,
+    mmdetection: `read_fused`); classes are the split's. An image id of the prediction that
+    the split does not have is an error naming both files.
+    """
+    for name, image_id, pred in read_fused(fused, classes=split.classes):
+        try:
+            rec = split.record_by_id(image_id)
+        except KeyError:
+            raise ValueError(f"{fused}: prediction for image id {image_id} ({name}), which is not an image of {split.root / 'panoptic.json'}") from None
+        yield rec, pred
+
+
+def _evaluate_cache(cache, gts: dict, split: CanonicalSplit):
     """AP of the raw detections (before fusion), the prediction diagnostics and the model's cost."""
-    from pycocotools import mask as mask_utils
-
     from segfusion.inference.cache import CacheReader
-    from segfusion.inference.paste import masks_to_image
+    from segfusion.inference.paste import instance_crop
+    from segfusion.io.rle import compress, crop_rle_counts
 
-    ap = InstanceAP(classes)
+    classes = split.classes
+    ap = InstanceAP(classes, native_ids=True)
     recalls, dets, seconds = [], [], []
     with CacheReader(cache) as reader:
         efficiency = dict(reader.provenance.get("efficiency") or {})
         for cached in reader.iter_detections():  # the semantic part is not needed here
-            gt = gts.get(cached.name)
-            if gt is None:
+            if cached.name not in gts:
                 continue
+            rec, gt = gts[cached.name]
             inst = cached.instances
-            masks = masks_to_image(inst, threshold=0.5) if len(inst) else np.zeros((0, *inst.image_size), bool)
-            rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
-            ap.add_ground_truth(cached.name, gt)
+            # one detection at a time, from its crop: never all masks at full resolution
+            crops = (instance_crop(inst, i) for i in range(len(inst)))
+            rles = compress([crop_rle_counts(crop >= 0.5, offset, inst.image_size) for crop, offset in crops], inst.image_size)
+            add_instance_ground_truth(ap, split, rec, gt)
             ap.add_detections(cached.name, inst.labels, inst.scores, inst.boxes, rles)
             gt_boxes = np.array([[s.bbox[0], s.bbox[1], s.bbox[0] + s.bbox[2], s.bbox[1] + s.bbox[3]] for s in gt.segments if s.is_thing and not s.iscrowd], np.float64).reshape(-1, 4)
             if cached.proposals is not None:
@@ -230,20 +266,25 @@ def _concat_per_image_stats(parts: list[dict | None]) -> dict | None:
     c = {int(p["num_classes"]) for p in parts}
     if len(c) != 1:
         raise ValueError(f"gather: shards disagree on the number of classes {sorted(c)}")
-    out: dict = {"version": PER_IMAGE_STATS_VERSION, "num_classes": c.pop(), "images": [], "semantic": [], "panoptic": []}
+    out: dict = {"version": PER_IMAGE_STATS_VERSION, "num_classes": c.pop(), "images": [], "image_ids": [], "semantic": [], "panoptic": []}
     for p in parts:
         for key in ("images", "semantic", "panoptic"):
             out[key].extend(p[key])
+        out["image_ids"].extend(p.get("image_ids") or [None] * len(p["images"]))
     return out
 
 
-def _per_image_scores(merged: dict) -> list[dict]:
-    """``[{"image", "pq", "miou"}]`` from the accumulators' own per-image lists."""
+def _per_image_scores(merged: dict, ids: dict[str, int] | None = None) -> list[dict]:
+    """``[{"image", "image_id", "pq", "miou"}]`` from the accumulators' own per-image lists.
+
+    ``image_id`` is the split's (native) image id of the image, None when the shards predate it.
+    """
+    ids = ids or {}
     pq = merged["panoptic"].per_image if "panoptic" in merged else []
     sem = dict(merged["semantic"].per_image) if "semantic" in merged else {}
-    rows = [{"image": name, "pq": v, "miou": sem.get(name)} for name, v in pq]
+    rows = [{"image": name, "image_id": ids.get(name), "pq": v, "miou": sem.get(name)} for name, v in pq]
     seen = {name for name, _ in pq}
-    rows += [{"image": name, "pq": None, "miou": v} for name, v in sem.items() if name not in seen]
+    rows += [{"image": name, "image_id": ids.get(name), "pq": None, "miou": v} for name, v in sem.items() if name not in seen]
     return rows
 
 
@@ -267,10 +308,15 @@ def gather_states(paths: list[str], meta: dict, resamples: int = BOOTSTRAP_RESAM
     """
     merged: dict = {}
     diags = []
+    from segfusion.provenance import check_same_generation
+
     stats_parts: list[dict | None] = []
+    lineages: list[dict | None] = []
     n = 0
     for path in paths:
         state = read_json(path)
+        lineages.append(state.get("lineage"))
+        check_same_generation(paths[0], lineages[0], path, lineages[-1])  # before merging (provenance chain)
         n += state["n_images"]
         diags.append(state.get("diagnostics", {}))
         stats_parts.append(state.get("per_image_stats"))
@@ -300,8 +346,18 @@ def gather_states(paths: list[str], meta: dict, resamples: int = BOOTSTRAP_RESAM
     ci = bootstrap_ci(stats, resamples=resamples, seed=seed) if stats else {"pq": None, "miou": None}
     metrics["pq_ci"], metrics["miou_ci"] = ci["pq"], ci["miou"]
     _check_unit_interval(metrics, f"gather {meta}")
-    results["per_image"] = _per_image_scores(merged)
+    ids = {n: i for n, i in zip(stats["images"], stats["image_ids"]) if i is not None} if stats else {}
+    results["per_image"] = _per_image_scores(merged, ids)
+    # For the claims' paired bootstrap over images x seeds (segfusion.claim_statistics): the
+    # per-image class statistics and which classes are things.
+    if stats:
+        results["per_image_stats"] = stats
+    if "panoptic" in merged:
+        classes = merged["panoptic"].classes
+        results["classes"] = {"names": list(classes.names), "is_thing": [bool(t) for t in classes.is_thing]}
     if efficiency:
         results["efficiency"] = efficiency
     results["bootstrap"] = {"resamples": resamples, "seed": seed, "level": BOOTSTRAP_LEVEL, "method": "percentile, images resampled"}
-    return {"meta": meta, "metrics": metrics, "details": results}
+    from segfusion.provenance import gathered_lineage
+
+    return {"meta": meta, "metrics": metrics, "details": results, "lineage": gathered_lineage(paths, lineages)}

@@ -274,6 +274,10 @@ INFERENCE_KEYS_OF_V1_MODELS = (
 """Test-time keys that model files of format 1 stored in their ``arch`` (now `InferenceSpec`)."""
 
 
+NORMS = ("auto", "bn", "frozen_bn", "sync_bn")
+"""Normalisation of the ResNet backbones (`ModelSpec.norm`)."""
+
+
 @_check_rules_cover_fields
 @dataclass(frozen=True)
 class ModelSpec(_Spec):
@@ -297,6 +301,7 @@ class ModelSpec(_Spec):
     mask_head_layers: tuple[int, ...] = (64, 64)
     pretrained: str | None = None  # local path of a Mask R-CNN or backbone state dict
     class_remap: dict = field(default_factory=dict)  # {our class name: checkpoint class index}
+    norm: str = "auto"
 
     WHERE: ClassVar[str] = "architecture"
     RULES: ClassVar[dict[str, Rule]] = {
@@ -314,13 +319,26 @@ class ModelSpec(_Spec):
         "mask_head_layers": Rule("int_list", lo=8, min_length=1),
         "pretrained": Rule("str", nullable=True),
         "class_remap": Rule("dict"),
+        "norm": Rule("str", choices=NORMS),
     }
+
+    @property
+    def resolved_norm(self) -> str:
+        """``auto``: frozen BatchNorm with pretrained weights (torchvision's and detectron2's
+        choice for detection fine-tuning at 1-2 images per GPU, where batch statistics are
+        noise), trainable BatchNorm when training from scratch (frozen statistics of a random
+        initialisation would be the identity)."""
+        if self.norm != "auto":
+            return self.norm
+        return "frozen_bn" if self.pretrained else "bn"
 
     @classmethod
     def from_stored(cls, d: Mapping, source: str) -> "ModelSpec":
         """The spec of a model file: format-1 files also stored test-time keys, which are dropped
         (prediction takes them from `InferenceSpec` now)."""
-        return cls.from_dict({k: v for k, v in d.items() if k not in INFERENCE_KEYS_OF_V1_MODELS}, where=f"{source}: arch")
+        stored = {k: v for k, v in d.items() if k not in INFERENCE_KEYS_OF_V1_MODELS}
+        stored.setdefault("norm", "bn")  # files from before `norm` were built with trainable BatchNorm
+        return cls.from_dict(stored, where=f"{source}: arch")
 
 
 @_check_rules_cover_fields
@@ -351,21 +369,31 @@ class InferenceSpec(_Spec):
     }
 
 
+DEVICES = ("auto", "cpu", "cuda")
+"""Devices of training and prediction: ``auto`` is ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU."""
+
+BACKENDS = ("auto", "gloo", "nccl")
+"""torch.distributed backends; ``auto`` is NCCL with CUDA, else Gloo."""
+
+
 @_check_rules_cover_fields
 @dataclass(frozen=True)
 class PredictSpec(_Spec):
-    """The predict job (config ``predict``): shards of a split, images per forward pass, and
-    whether IMP models with a head also store their canvas."""
+    """The predict job (config ``predict``): shards of a split, images per forward pass,
+    whether IMP models with a head also store their canvas, and the device. The model, its
+    inputs and every tensor up to the cache write stay on that device."""
 
     shards: int = 1
     batch_size: int = 4
     store_canvas: bool = False
+    device: str = "auto"
 
     WHERE: ClassVar[str] = "predict"
     RULES: ClassVar[dict[str, Rule]] = {
         "shards": Rule("int", lo=1),
         "batch_size": Rule("int", lo=1),
         "store_canvas": Rule("bool"),
+        "device": Rule("str", choices=DEVICES),
     }
 
 
@@ -422,8 +450,10 @@ class Augmentation(_Spec):
                   [1 - color_jitter, 1 + color_jitter] (IMP Sec. 4.3: 0.4).
     hue_jitter:   hue shift drawn in [-hue_jitter, hue_jitter] of the colour circle
                   (IMP Sec. 4.3: 0.4; at most 0.5).
-    crop_size:    (h, w) random crop; a dimension smaller than the crop is kept whole
-                  (no padding: the detector takes images of any size).
+    crop_size:    (h, w) random crop, taken *after* the multi-scale resize (IMP Sec. 4.3: the
+                  sample's short side is drawn from ``ModelSpec.min_size``, then the crop),
+                  so every training input is exactly (h, w); a dimension smaller than the
+                  crop is kept whole (no padding: the detector takes images of any size).
     """
 
     hflip: bool = True

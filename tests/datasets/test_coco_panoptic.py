@@ -42,7 +42,6 @@ def _write_raw(root, split="val", n=3):
                     {"id": 7001, "category_id": 3, "iscrowd": 0},
                     {"id": 7002, "category_id": 3, "iscrowd": 1},
                     {"id": 123456, "category_id": 1, "iscrowd": 0},
-                    {"id": 99, "category_id": 1, "iscrowd": 0},  # listed but not drawn: dropped
                 ],
             }
         )

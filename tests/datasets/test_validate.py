@@ -28,7 +28,7 @@ def test_clean_split_has_no_problem(street_canonical):
 
 def test_every_per_image_problem_is_detected(street_canonical, tmp_path):
     split, data = _copy(street_canonical, tmp_path / "s")
-    names = [im["file_name"][:-4] for im in data["images"]]
+    names = [im["name"] for im in data["images"]]
     segs = [a["segments_info"] for a in data["annotations"]]
 
     # 0: image missing (pairing)
@@ -82,7 +82,7 @@ def test_split_level_problems(street_canonical, tmp_path):
     data["images"].append(dict(data["images"][0], id=999))  # duplicate name, no annotation
     data["annotations"].append({"image_id": 12345, "file_name": "x.png", "segments_info": []})
     _save(split, data)
-    shutil.copy(split / "semantic" / f"{data['images'][1]['file_name']}", split / "semantic" / "stray.png")
+    shutil.copy(split / "semantic" / f"{data['images'][1]['name']}.png", split / "semantic" / "stray.png")
     inst = json.loads((split / "instances.json").read_text())
     inst["annotations"].pop()
     (split / "instances.json").write_text(json.dumps(inst))

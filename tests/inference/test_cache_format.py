@@ -104,7 +104,7 @@ def test_stale_and_corrupt_caches_fail_clearly(tmp_path):
         CacheReader(path, expect_config_hash="xyz")
     with h5py.File(path, "a") as f:
         f.attrs["format_version"] = 99
-    with pytest.raises(CacheError, match="format_version 99.*reads 2"):
+    with pytest.raises(CacheError, match="format_version 99.*reads 3"):
         CacheReader(path)
     truncated = tmp_path / "t.h5"
     _write(truncated)

@@ -94,6 +94,7 @@ def test_every_configured_variant_was_fused_and_gathered(micro_run):
 def test_refusing_the_cache_reproduces_the_fused_output(micro_run, tmp_path, monkeypatch, model, fusion, split, seed, shard):
     from pycocotools import mask as mask_utils
 
+    from segfusion.cli import _fused_lineage
     from segfusion.fusion import fuse
     from segfusion.inference.cache import CacheReader
     from segfusion.io.fused import write_fused
@@ -107,6 +108,7 @@ def test_refusing_the_cache_reproduces_the_fused_output(micro_run, tmp_path, mon
     meta = {**spec.to_dict(), "variant": fusion, "cache": cache}
     with CacheReader(cache) as reader:
         classes = reader.classes
+        meta["lineage"] = _fused_lineage(reader, spec)  # the provenance chain, as cmd_fuse records it
         items = [(c.name, c.image_id, fuse(spec.method, c.instances, c.semantic, classes, **spec.params)) for c in reader]
     out = tmp_path / "fused"
     assert write_fused(out, classes, items, meta=meta) == len(items) > 0

@@ -5,7 +5,7 @@ rule evaluate:
     input:
         data="results/{dataset}/data/{split}",
         fused="results/{dataset}/fused/{model}/seed{seed}/{fusion}/{split}/shard-{i}-of-{k}",
-        cache="results/{dataset}/predictions/{model}/seed{seed}/{split}/shard-{i}-of-{k}.h5",
+        cache=evaluate_cache,
         code=METRIC_SOURCES,
     output:
         "results/{dataset}/metrics/{model}/seed{seed}/{fusion}/{split}/shard-{i}-of-{k}.json",

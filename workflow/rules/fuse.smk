@@ -1,9 +1,10 @@
-# Every fusion method on the cached predictions (no torch, no retraining).
+# Every fusion method on the cached predictions (no torch, no retraining); a pair (config
+# `pairs`) fuses the instances of one model's cache with the semantic output of another's.
 
 
 rule fuse:
     input:
-        cache="results/{dataset}/predictions/{model}/seed{seed}/{split}/shard-{i}-of-{k}.h5",
+        unpack(fuse_inputs),
         code=FUSION_SOURCES,
     output:
         directory(
@@ -22,5 +23,12 @@ rule fuse:
         gpu=0,
     params:
         p=fusion_params,
+        # A pair: the instances of --cache with the semantic output of --semantic-cache.
+        semantic=lambda w, input: (
+            f"--semantic-cache {input.semantic_cache}"
+            if "semantic_cache" in input.keys()
+            else ""
+        ),
     shell:
-        "segfusion fuse --cache {input.cache} --method {wildcards.fusion:q} --params {params.p:q} --out {output} > {log} 2>&1"
+        "segfusion fuse --cache {input.cache} {params.semantic} --method {wildcards.fusion:q} --params {params.p:q}"
+        " --out {output} > {log} 2>&1"

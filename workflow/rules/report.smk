@@ -1,4 +1,5 @@
-# Aggregation: tidy metrics.csv, paper-style tables, plots and provenance.
+# Aggregation: tidy metrics.csv, paper-style tables, the papers' claims (claims.md, claims.csv,
+# plots/claims-*.png), plots and provenance.
 # Besides the gathered metrics, the report reads the declared loss CSVs and, for the
 # qualitative grid and the worst-images gallery, the canonical eval splits and fused shards.
 from segfusion.report import workflow_inputs as report_inputs
@@ -39,6 +40,16 @@ rule aggregate:
             category="Plots",
             subcategory=report_inputs.plot_subcategory,
             caption="../report/plots.rst",
+        ),
+        claims=report(
+            "results/summary/claims.md",
+            category="Claims",
+            caption="../report/claims.rst",
+        ),
+        claims_csv=report(
+            "results/summary/claims.csv",
+            category="Claims",
+            caption="../report/claims_csv.rst",
         ),
         provenance=report(
             "results/summary/provenance.json",

@@ -1,4 +1,6 @@
 # Stage 1 (Mask R-CNN, shared by every variant with a detector) and stage 2 (semantic / IMP heads).
+# With `shared_stage1: true` only the first seed's stage 1 is trained and every seed's stage 2
+# (and maskrcnn_imp) starts from it (`stage1_file` in common.smk); otherwise one per seed.
 # Run directories (checkpoints, loss.csv, loss.png, val.csv, val.png, best.pt) are NOT declared
 # outputs: Snakemake never deletes them, so a killed job resumes from its last checkpoint when
 # the workflow restarts.
@@ -63,7 +65,7 @@ rule train_stage1:
 rule train_stage2:
     input:
         data=lambda w: f"results/{w.dataset}/data/{config['datasets'][w.dataset]['train_split']}",
-        init="results/{dataset}/models/maskrcnn/seed{seed}/stage1.pt",
+        init=lambda w: stage1_file(w.dataset, w.seed),
         val=lambda w: (
             f"results/{w.dataset}/data/{validation_split(config['datasets'][w.dataset])}"
             if config["stage2"]["validate_every"] is not None
@@ -78,7 +80,7 @@ rule train_stage2:
         "results/benchmarks/train/{dataset}/{model}/seed{seed}/stage2.tsv"
     conda:
         "../../envs/segfusion.yaml"
-    threads: config["threads"]
+    threads: TRAIN["stage2_threads"] or config["threads"]
     resources:
         mem_mb=4000,
         runtime=600,

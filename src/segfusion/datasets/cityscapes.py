@@ -24,7 +24,9 @@ With ``train_ids: true`` the ``--use-train-id`` export (``..._{split}_trainId.js
 category ids = trainIds) is read and its ids are mapped back to labelIds. Both routes
 give the same canonical split (tested): the export drops ``ignoreInEval`` labels (void,
 like our 255) and marks thing groups (ids < 1000) as crowd, like `Panoptic.from_maps`.
-Images are looked up by image id (the ``<city>_<seq>_<frame>`` stem) in
+Image ids: Cityscapes has no integer image ids (the export's are the ``<city>_<seq>_<frame>``
+strings), so the canonical split numbers its images 0..N-1 in the order of their sorted
+names, by either route; ``images[].name`` is that stem. Images are looked up by image id (the ``<city>_<seq>_<frame>`` stem) in
 ``leftImg8bit/{split}/<city>/``: the export's ``file_name`` wrongly keeps ``_gtFine``.
 """
 
@@ -163,7 +165,7 @@ def _find_panoptic_samples(raw: Path, split: str, image_root: Path, train_ids: b
         file_name = str(im.get("file_name"))
         image_paths[file_name] = found.get(stem, image_root / stem.split("_")[0] / f"{stem}_leftImg8bit.png")
         names[file_name] = stem
-    return coco_panoptic.samples_from_json(data, json_path, png_dir, image_root, image_paths, names)
+    return coco_panoptic.samples_from_json(data, json_path, png_dir, image_root, image_paths, names, native=False)
 
 
 def load_panoptic_sample(sample: RawSample, classes: ClassInfo) -> Panoptic:

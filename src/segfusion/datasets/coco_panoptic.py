@@ -22,6 +22,12 @@ Choices:
   (deterministic, so two conversions of the same data plot alike).
 * ``isthing`` is kept as given, ``iscrowd`` too for things (a stuff segment is never a
   crowd); segments listed in the JSON but absent from the PNG are dropped (no pixel).
+* **Native ids**: the canonical split keeps the JSON's (integer) image ids and image file
+  names, so COCO results files and panopticapi's ``pq_compute`` against the original JSON
+  work on our outputs unchanged.
+* **AP ground truth**: with option ``instances_json`` (COCO's ``instances_{split}.json``)
+  the canonical ``instances.json`` holds those annotations as given (overlapping masks,
+  crowd regions, annotation boxes), else the thing segments of the panoptic PNGs.
 * **Errors** name the file: an unknown category id in ``segments_info`` names the JSON
   and the image; an id drawn in the PNG but absent from ``segments_info`` names the PNG;
   a PNG whose size differs from the JSON names both; a missing annotation, PNG or image
@@ -40,12 +46,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from segfusion.datasets.canonical import DatasetError, RawSample
 from segfusion.io.atomic import read_json
 from segfusion.io.images import read_image, rgb2id
 from segfusion.types import ClassInfo, Panoptic
 
-OPTIONS = ("images_dir", "annotation_json", "panoptic_dir")
+OPTIONS = ("images_dir", "annotation_json", "panoptic_dir", "instances_json")
 
 
 def palette(n: int) -> tuple[tuple[int, int, int], ...]:
@@ -123,13 +131,19 @@ def samples_from_json(
     image_root: Path,
     image_paths: dict[str, Path] | None = None,
     names: dict[str, str] | None = None,
+    native: bool = True,
+    instances: dict[int, list[dict]] | None = None,
+    instances_path: Path | None = None,
 ) -> list[RawSample]:
     """One `RawSample` per JSON image: (image, PNG, JSON, inline annotation).
 
     ``image_paths`` maps an image ``file_name`` to its path when images are not all in
     ``image_root`` (Cityscapes' city folders), ``names`` to the sample name (default: the
     file name's stem). An image without annotation still yields a sample, whose loading
-    fails with that reason (so ``--skip-bad`` can skip it).
+    fails with that reason (so ``--skip-bad`` can skip it). ``native``: the samples keep the
+    JSON's image ids and file names (COCO; Cityscapes' export has string ids, so it does
+    not). ``instances``: COCO instance annotations by image id (from ``instances_path``),
+    carried as given into the canonical ``instances.json``.
     """
     anns: dict[Any, dict] = {}
     for a in data["annotations"]:
@@ -157,8 +171,54 @@ def samples_from_json(
                 "segments_info": ann.get("segments_info", []),
             }
         name = (names or {}).get(file_name, Path(file_name).stem)
-        samples.append(RawSample(name=name, image_path=str(image_path), label_paths=(str(png), str(json_path), json.dumps(inline))))
+        keep_id = native and isinstance(image_id, int) and not isinstance(image_id, bool)
+        inst = None
+        if instances is not None:
+            inst = json.dumps({"source": str(instances_path), "annotations": instances.get(image_id, [])})
+        samples.append(
+            RawSample(
+                name=name,
+                image_path=str(image_path),
+                label_paths=(str(png), str(json_path), json.dumps(inline)),
+                image_id=int(image_id) if keep_id else None,
+                file_name=file_name if native else None,
+                instances=inst,
+            )
+        )
+    if native and any(s.image_id is None for s in samples):
+        bad = next(im for im in data["images"] if not isinstance(im["id"], int) or isinstance(im["id"], bool))
+        raise DatasetError(f"{json_path}: image {bad['file_name']} has id {bad['id']!r}; COCO image ids are integers")
+    # A label file whose annotation names no image entry: an error naming it (--skip-bad lists it
+    # in skipped.csv), never silently left out. Its "image" is the label PNG, so loading reaches
+    # the error (the real image is unknown).
+    image_ids = {im.get("id") for im in data["images"] if isinstance(im, dict)}
+    for image_id, ann in anns.items():
+        if image_id not in image_ids:
+            png = png_dir / str(ann.get("file_name", f"{image_id}.png"))
+            error = {"error": f"{png}: label file of image id {image_id!r} in {json_path}, which lists no image with that id"}
+            keep = native and isinstance(image_id, int) and not isinstance(image_id, bool)
+            samples.append(
+                RawSample(name=Path(png).stem, image_path=str(png), label_paths=(str(png), str(json_path), json.dumps(error)), image_id=image_id if keep else None)
+            )
     return samples
+
+
+def read_instances_json(path: Path, data: dict) -> dict[int, list[dict]]:
+    """COCO instance annotations of ``path`` grouped by image id (only the images of ``data``)."""
+    try:
+        inst = read_json(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise DatasetError(f"{err} (option instances_json)") from None
+    if not isinstance(inst, dict) or not isinstance(inst.get("annotations"), list):
+        raise DatasetError(f"{path}: missing list 'annotations' (a COCO instances file, option instances_json)")
+    wanted = {im.get("id") for im in data["images"]}
+    grouped: dict[int, list[dict]] = {}
+    for a in inst["annotations"]:
+        if not isinstance(a, dict) or "image_id" not in a:
+            raise DatasetError(f"{path}: annotation without image_id: {str(a)[:200]}")
+        if a["image_id"] in wanted:
+            grouped.setdefault(a["image_id"], []).append(a)
+    return grouped
 
 
 def read_split(
@@ -167,8 +227,15 @@ def read_split(
     images_dir: str | None = None,
     annotation_json: str | None = None,
     panoptic_dir: str | None = None,
+    instances_json: str | None = None,
 ) -> tuple[list[RawSample], ClassInfo]:
-    """Samples and class list of ``split``, parsing the (possibly large) JSON once."""
+    """Samples and class list of ``split``, parsing the (possibly large) JSON once.
+
+    ``instances_json``: a COCO instances file (``annotations/instances_{split}.json``) whose
+    annotations of the split's images become the canonical ``instances.json`` as given
+    (overlaps, crowd, boxes), the ground truth of AP; without it, the thing segments of the
+    panoptic PNGs are.
+    """
     raw = Path(raw)
     json_path, png_dir = _locate(raw, split, annotation_json, panoptic_dir)
     data = read_panoptic_json(json_path)
@@ -176,7 +243,11 @@ def read_split(
     image_root = raw / (images_dir if images_dir is not None else split)
     if not image_root.is_dir():
         raise DatasetError(f"{image_root}: missing image folder (option images_dir)")
-    return samples_from_json(data, json_path, png_dir, image_root), classes
+    instances = inst_path = None
+    if instances_json is not None:
+        inst_path = raw / instances_json
+        instances = read_instances_json(inst_path, data)
+    return samples_from_json(data, json_path, png_dir, image_root, instances=instances, instances_path=inst_path), classes
 
 
 def find_samples(raw: str | os.PathLike, split: str, **options: Any) -> list[RawSample]:
@@ -218,6 +289,10 @@ def load_sample(sample: RawSample, classes: ClassInfo) -> Panoptic:
         k = index[cat]
         thing = bool(classes.is_thing[k])
         info[sid] = (k, thing, thing and bool(s.get("iscrowd", 0)), 1.0)
+    # panopticapi: "segment ... is not presented in PNG" is an error; never drop the segment silently.
+    absent = sorted(set(info) - set(np.unique(ids).tolist()))
+    if absent:
+        raise DatasetError(f"{png_path}: segments {absent[:10]} of {json_path} segments_info (image {ann['image']}) have no pixel of their colour in the PNG")
     try:
         return Panoptic.from_segment_map(ids, info)
     except ValueError as err:

@@ -33,6 +33,11 @@ Choices (the paper does not say how its semantic maps were made from the polygon
   mostly seen on the torso, where it is confused with top and outer); ``lower-body`` ⊃
   pants, shorts, skirt; ``footwear`` ⊃ boots, footwear; ``accessory`` ⊃ bag, belt,
   sunglasses, headwear, scarf & tie. An unknown category name keeps its own name.
+* **Native ids and AP ground truth**: the canonical split keeps the JSON's image ids and
+  file names, and its ``instances.json`` holds the annotations as given (overlapping
+  garments, crowd flags, annotation boxes and areas; only polygons of fewer than 3 points
+  are left out, as above), so AP is pycocotools' on ModaNet's own annotations, not on the
+  non-overlapping panoptic map.
 * Colours: the JSON's ``color`` if present, else the deterministic
   `segfusion.datasets.coco_panoptic.palette` (background black).
 
@@ -51,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from segfusion.datasets.canonical import DatasetError, RawSample
+from segfusion.datasets.canonical import INSTANCE_KEYS, DatasetError, RawSample
 from segfusion.datasets.coco_panoptic import palette
 from segfusion.io.atomic import read_json
 from segfusion.types import ClassInfo, Panoptic
@@ -164,10 +169,12 @@ def read_split(
     if not image_root.is_dir():
         raise DatasetError(f"{image_root}: missing ModaNet image folder (option images_dir)")
     by_image: dict[Any, list[dict]] = {}
+    originals: dict[Any, list[dict]] = {}
     for a in data["annotations"]:
         if not isinstance(a, dict) or "image_id" not in a:
             raise DatasetError(f"{path}: annotation without image_id: {str(a)[:200]}")
         by_image.setdefault(a["image_id"], []).append({k: a.get(k) for k in ("id", "category_id", "segmentation", "iscrowd")})
+        originals.setdefault(a["image_id"], []).append({k: a[k] for k in INSTANCE_KEYS if k in a and k != "image_id"})
     samples = []
     for im in data["images"]:
         try:
@@ -175,9 +182,41 @@ def read_split(
             h, w = int(im["height"]), int(im["width"])
         except (KeyError, TypeError, ValueError):
             raise DatasetError(f"{path}: image entry without id/file_name/height/width: {str(im)[:200]}") from None
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            raise DatasetError(f"{path}: image {file_name} has id {image_id!r}; COCO image ids are integers")
         inline = {"image": file_name, "height": h, "width": w, "annotations": by_image.get(image_id, [])}
-        samples.append(RawSample(name=Path(file_name).stem, image_path=str(image_root / file_name), label_paths=(str(path), json.dumps(inline))))
+        instances = json.dumps({"source": str(path), "annotations": _usable(originals.get(image_id, []))})
+        samples.append(
+            RawSample(
+                name=Path(file_name).stem,
+                image_path=str(image_root / file_name),
+                label_paths=(str(path), json.dumps(inline)),
+                image_id=image_id,
+                file_name=file_name,
+                instances=instances,
+            )
+        )
     return samples, classes
+
+
+def _usable(annotations: list[dict]) -> list[dict]:
+    """The annotations as given, minus polygons of fewer than 3 points.
+
+    ModaNet has some; pycocotools would read a 4-number polygon as a box, and a 2-number one
+    not at all. An annotation left with no polygon is dropped (it has no pixel), as in the
+    panoptic map.
+    """
+    out = []
+    for a in annotations:
+        seg = a.get("segmentation")
+        if isinstance(seg, list):
+            polys = [p for p in seg if not (isinstance(p, list) and len(p) < 6 and len(p) % 2 == 0)]
+            if not polys:
+                continue
+            if len(polys) != len(seg):
+                a = {**a, "segmentation": polys}
+        out.append(a)
+    return out
 
 
 def find_samples(raw: str | os.PathLike, split: str, **options: Any) -> list[RawSample]:

@@ -8,13 +8,17 @@ cityscapes      ``source``: ``labels`` (labelIds + instanceIds, default) | ``pan
                 ``--use-train-id`` export (panoptic only)
 coco_panoptic   ``images_dir`` (default ``{split}``), ``annotation_json`` (default
                 ``panoptic_{split}.json`` or ``annotations/panoptic_{split}.json``),
-                ``panoptic_dir`` (default: the JSON path without ``.json``)
+                ``panoptic_dir`` (default: the JSON path without ``.json``),
+                ``instances_json`` (COCO instances file: the AP ground truth, as given)
 modanet         ``images_dir`` (default ``images``), ``annotation_json`` (default
                 ``modanet2018_instances_{split}.json``, also under ``annotations/``),
                 ``unlabeled``: ``background`` (default) | ``ignore``
 vcp             ``images_dir`` (``images``), ``labels_dir`` (``labels``), ``classes_file``
                 (``classes.json``), ``stuff`` (``[background, skin, hair]``),
                 ``connectivity`` (8 | 4), ``min_area`` (1)
+maps            ``images_dir`` (``images``), ``semantic_dir`` (``semantic``),
+                ``instance_dir`` (``instance``), ``classes_file`` (``classes.yaml``),
+                ``thing_without_instance``: ``crowd`` (default) | ``void``
 ==============  ====================================================================
 
 Unknown option names are an error naming the format and the allowed names. Loader
@@ -66,6 +70,17 @@ def _modanet(raw, split: str, options: dict) -> Prepared:
     return samples, partial(modanet.load_sample, unlabeled=options.get("unlabeled", "background")), classes
 
 
+def _maps(raw, split: str, options: dict) -> Prepared:
+    from segfusion.datasets import maps
+
+    _check("maps", options, maps.OPTIONS)
+    rule = options.get("thing_without_instance", "crowd")
+    if rule not in maps.THING_WITHOUT_INSTANCE:
+        raise ValueError(f"maps option thing_without_instance must be one of {list(maps.THING_WITHOUT_INSTANCE)}, got {rule!r}")
+    samples, classes = maps.read_split(raw, split, **options)
+    return samples, partial(maps.load_sample, thing_without_instance=rule), classes
+
+
 def _vcp(raw, split: str, options: dict) -> Prepared:
     from segfusion.datasets import vcp
 
@@ -87,6 +102,7 @@ FORMATS: Mapping[str, Callable[[str | os.PathLike, str, dict], Prepared]] = {
     "coco_panoptic": _coco_panoptic,
     "modanet": _modanet,
     "vcp": _vcp,
+    "maps": _maps,
 }
 """The registry of raw dataset formats: name -> ``prepare(raw, split, options) -> (samples, loader, classes)``.
 The config schema's ``format`` enum and ``segfusion convert --format`` come from here."""

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segfusion.datasets.canonical import CanonicalSplit
+from segfusion.datasets.canonical import CanonicalSplit, image_name
 from segfusion.io.atomic import atomic_path, read_json, save_figure
 
 CLASS_FIELDS = ["class_index", "name", "category", "is_thing", "native_id", "pixels", "pixel_fraction", "images", "instances", "crowd_segments"]
@@ -52,7 +52,7 @@ def class_and_size_stats(split: CanonicalSplit) -> tuple[list[dict], list[dict]]
         pixels += counts
         images += counts > 0
     data = read_json(split.root / "panoptic.json")
-    names = {int(im["id"]): im["file_name"] for im in data["images"]}
+    names = {int(im["id"]): image_name(im) for im in data["images"]}
     index = classes.index_of_id()
     instances = np.zeros(n, np.int64)
     crowds = np.zeros(n, np.int64)
@@ -66,7 +66,7 @@ def class_and_size_stats(split: CanonicalSplit) -> tuple[list[dict], list[dict]]
             (crowds if crowd else instances)[k] += 1
             sizes.append(
                 {
-                    "image": Path(names.get(int(ann["image_id"]), ann.get("file_name", ""))).stem,
+                    "image": names.get(int(ann["image_id"])) or Path(ann.get("file_name", "")).stem,
                     "segment_id": int(s["id"]),
                     "class_index": k,
                     "name": classes.names[k],

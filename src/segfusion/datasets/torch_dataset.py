@@ -23,6 +23,7 @@ from segfusion.specs import Augmentation
 class AugmentParams:
     """The random choices for one sample (identity values when an augmentation is off)."""
 
+    size: tuple[int, int] | None = None  # (h, w) the sample is resized to before the crop (multi-scale)
     crop: tuple[int, int, int, int] | None = None  # y0, x0, h, w
     flip: bool = False
     brightness: float = 1.0
@@ -31,8 +32,27 @@ class AugmentParams:
     hue: float = 0.0
 
 
-def draw_params(aug: Augmentation, image_hw: tuple[int, int], rng: np.random.Generator) -> AugmentParams:
-    """Draw one sample's choices from ``rng``, always in the same order (crop, flip, jitter)."""
+def scaled_size(image_hw: tuple[int, int], short_side: int, max_size: int) -> tuple[int, int]:
+    """torchvision's detection resize rule: short side to ``short_side`` unless the long side
+    would exceed ``max_size`` (then the long side to ``max_size``); sizes rounded down."""
+    h, w = image_hw
+    scale = min(short_side / min(h, w), max_size / max(h, w))
+    return int(h * scale), int(w * scale)
+
+
+def draw_params(
+    aug: Augmentation, image_hw: tuple[int, int], rng: np.random.Generator, scales: tuple[int, ...] = (), max_size: int | None = None
+) -> AugmentParams:
+    """Draw one sample's choices from ``rng``, always in the same order (scale, crop, flip, jitter).
+
+    ``scales`` (with a crop): the short sides to draw from (the detector's training sizes), so
+    the sample is resized *then* cropped to exactly ``crop_size`` (IMP Sec. 4.3: multi-scale
+    training, then 512 x 1024 crops); the detector then skips its own training resize.
+    """
+    size = None
+    if scales:
+        size = scaled_size(image_hw, scales[int(rng.integers(0, len(scales)))], max_size or 10**9)
+        image_hw = size
     crop = None
     if aug.crop_size is not None:
         ch, cw = aug.crop_size
@@ -46,7 +66,18 @@ def draw_params(aug: Augmentation, image_hw: tuple[int, int], rng: np.random.Gen
         lo, hi = 1 - aug.color_jitter, 1 + aug.color_jitter
         b, c, s = (float(rng.uniform(lo, hi)) for _ in range(3))
     hue = float(rng.uniform(-aug.hue_jitter, aug.hue_jitter)) if aug.hue_jitter > 0 else 0.0
-    return AugmentParams(crop=crop, flip=flip, brightness=b, contrast=c, saturation=s, hue=hue)
+    return AugmentParams(size=size, crop=crop, flip=flip, brightness=b, contrast=c, saturation=s, hue=hue)
+
+
+def resize_sample(size: tuple[int, int], image: np.ndarray, *label_maps: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(H, W, 3) image bilinearly (as the detector transform resizes: float, align_corners=False)
+    and (H, W) label maps by nearest neighbour (PyTorch's "nearest" source index), to ``size``."""
+    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None]
+    img = torch.nn.functional.interpolate(img, size=size, mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+    h, w = label_maps[0].shape[:2] if label_maps else image.shape[:2]
+    ys = np.minimum((np.arange(size[0]) * (h / size[0])).astype(np.int64), h - 1)
+    xs = np.minimum((np.arange(size[1]) * (w / size[1])).astype(np.int64), w - 1)
+    return (img, *(m[ys[:, None], xs[None, :]] for m in label_maps))
 
 
 def apply_geometry(p: AugmentParams, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -82,9 +113,12 @@ def apply_color(p: AugmentParams, img: torch.Tensor) -> torch.Tensor:
 class PanopticTrainingData:
     """Samples of a canonical split as (image (3, H, W) float in [0, 1], target dict)."""
 
-    def __init__(self, split: CanonicalSplit, augmentation: Augmentation | None = None):
+    def __init__(self, split: CanonicalSplit, augmentation: Augmentation | None = None, scales: tuple[int, ...] = (), max_size: int | None = None):
+        """scales, max_size: multi-scale resize done here, before the crop (`draw_params`);
+        empty: the detector transform resizes."""
         self.split = split
         self.aug = augmentation or Augmentation()
+        self.scales, self.max_size = tuple(scales), max_size
         things = split.classes.thing_indices.tolist()
         # Mask R-CNN label of a class index (1..T for things, 0 for stuff).
         self.class_to_label = np.zeros(split.classes.num_classes, np.int64)
@@ -96,7 +130,7 @@ class PanopticTrainingData:
     def flip_of(self, index: int, rng: np.random.Generator) -> bool:
         """Whether ``sample(index, rng)`` flips the image (give a generator in the same state)."""
         rec = self.split.images[index]
-        return draw_params(self.aug, (rec.height, rec.width), rng).flip
+        return draw_params(self.aug, (rec.height, rec.width), rng, self.scales, self.max_size).flip
 
     def sample(self, index: int, rng: np.random.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Image and targets of image ``index``; augmented when ``rng`` is given (a pure function of it).
@@ -108,8 +142,11 @@ class PanopticTrainingData:
         rec = self.split.images[index]
         image = self.split.image(rec)
         pan = self.split.panoptic(rec)
-        params = draw_params(self.aug, image.shape[:2], rng) if rng is not None else AugmentParams()
-        image, segment_ids, semantic = apply_geometry(params, image, pan.segment_ids, pan.semantic)
+        params = draw_params(self.aug, image.shape[:2], rng, self.scales, self.max_size) if rng is not None else AugmentParams()
+        segment_ids, semantic = pan.segment_ids, pan.semantic
+        if params.size is not None:
+            image, segment_ids, semantic = resize_sample(params.size, image, segment_ids, semantic)
+        image, segment_ids, semantic = apply_geometry(params, image, segment_ids, semantic)
         things = [s for s in pan.segments if s.is_thing and not s.iscrowd]
         masks = np.stack([segment_ids == s.id for s in things]) if things else np.zeros((0, *semantic.shape), bool)
         keep = masks.reshape(len(masks), -1).any(axis=1)

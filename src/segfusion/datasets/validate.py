@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segfusion.datasets.canonical import DatasetError
+from segfusion.datasets.canonical import DatasetError, image_name
 from segfusion.io.atomic import read_json
 from segfusion.io.images import BadImageError, read_image, rgb2id
 from segfusion.types import ClassInfo, segment_stats
@@ -45,7 +45,7 @@ def _check_categories(root: Path, categories: list, classes: ClassInfo, problems
 
 
 def _check_image(root: Path, im: dict, segments: list, classes: ClassInfo, problems: list[str]) -> None:
-    name = Path(str(im.get("file_name", ""))).stem
+    name = image_name(im)
     pan_path, sem_path = root / "panoptic" / f"{name}.png", root / "semantic" / f"{name}.png"
     size = (int(im.get("height", -1)), int(im.get("width", -1)))
     image_path = root / str(im.get("image_path", ""))
@@ -132,6 +132,9 @@ def _check_instances(root: Path, panoptic: dict, classes: ClassInfo, problems: l
         problems.append(str(err))
         return
     things = {int(i) for i, t in zip(classes.ids, classes.is_thing) if t}
+    if (inst.get("info") or {}).get("instances") == "as-given":
+        _check_source_instances(path, inst, {im.get("id") for im in panoptic.get("images", [])}, things, problems)
+        return
     expected = Counter()
     for a in panoptic.get("annotations", []):
         for s in a.get("segments_info", []):
@@ -147,6 +150,24 @@ def _check_instances(root: Path, panoptic: dict, classes: ClassInfo, problems: l
             f"{path}: does not match the thing segments of panoptic.json ({sum(missing.values())} missing, "
             f"{sum(extra.values())} unexpected; e.g. {next(iter(missing or extra))})"
         )
+
+
+def _check_source_instances(path: Path, inst: dict, image_ids: set, things: set[int], problems: list[str]) -> None:
+    """Source annotations kept as given: known images, thing categories, unique ids > 0, COCO's fields."""
+    ids = Counter()
+    for a in inst.get("annotations", []):
+        aid = a.get("id")
+        ids[aid] += 1
+        if a.get("image_id") not in image_ids:
+            problems.append(f"{path}: annotation {aid} refers to unknown image id {a.get('image_id')}")
+        if a.get("category_id") not in things:
+            problems.append(f"{path}: annotation {aid} has category {a.get('category_id')}, not a thing class of classes.json")
+        missing = [k for k in ("segmentation", "area", "bbox", "iscrowd") if k not in a]
+        if missing:
+            problems.append(f"{path}: annotation {aid} lacks {missing}")
+    bad = sorted(str(i) for i, c in ids.items() if c > 1 or not isinstance(i, int) or i <= 0)
+    if bad:
+        problems.append(f"{path}: annotation ids {bad[:5]} are duplicated or not integers > 0")
 
 
 def validate_split(path: str | os.PathLike) -> list[str]:
@@ -174,7 +195,7 @@ def validate_split(path: str | os.PathLike) -> list[str]:
 
     images = data.get("images", [])
     id_counts = Counter(im.get("id") for im in images)
-    name_counts = Counter(Path(str(im.get("file_name", ""))).stem for im in images)
+    name_counts = Counter(image_name(im) for im in images)
     for i, c in id_counts.items():
         if c > 1:
             problems.append(f"{root}/panoptic.json: image id {i} used by {c} images")

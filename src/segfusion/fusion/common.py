@@ -2,7 +2,8 @@
 
 - `BilinearField`: a semantic prediction (C, h, w) seen at image resolution (H, W) through
   the grid of `segfusion.resize.resize_bilinear`, without materialising (C, H, W): argmax
-  maps, exact values at chosen pixels, and exact row blocks.
+  maps, exact values at chosen pixels, exact row blocks, and the void pixels (all-zero
+  probabilities: no class, which every method leaves void unless an instance covers it).
 - `SegmentCanvas`: the (H, W) segment-id map being built plus its segment info; turns
   into a `Panoptic` with ids 1..K.
 - parameter handling (`stuff_area_threshold`), input validation (`validate_inputs`) and
@@ -253,6 +254,23 @@ class BilinearField:
         if unsure.any():
             flat[lin[unsure]] = self.values(ys[unsure], xs[unsure]).argmax(axis=1)
         return labels
+
+    def void(self) -> np.ndarray | None:
+        """(H, W) bool: pixels whose upsampled probabilities are all zero, or None when there are none.
+
+        All-zero probabilities are how a void (unlabelled) input pixel is stored, e.g. 255 in
+        an imported label PNG (`segfusion.inference.import_predictions`); a network's softmax
+        is never all zero. A pixel is void when every low-resolution pixel that enters its
+        interpolation with a positive weight is void (the interpolated mass is then 0).
+        """
+        mass = np.abs(self.prob).sum(axis=0)
+        if float(mass.min(initial=1.0)) > 0.0:
+            return None
+        if self.identity:
+            return mass == 0
+        from segfusion.resize import resize_bilinear
+
+        return resize_bilinear(mass[None], self.image_size)[0] == 0
 
     def argmax_and_max(self) -> tuple[np.ndarray, np.ndarray]:
         """(H, W) uint8 argmax and (H, W) float32 maximum, computed in exact row blocks."""

@@ -32,8 +32,15 @@ The paper's rules, and what we chose where it is vague:
    4-connected component of unreached foreground of one category; its class is the thing
    class of that category with the highest probability summed over the segment (one label
    per object, as the paper wants for instances), and its score is that class's mean
-   probability over the segment.
-5. Stuff area (*choice*: Costea states no area rule): as the Panoptic baseline, a stuff
+   probability over the segment. *Choice* (the paper states no minimum size): an isolated
+   segment with fewer pixels than the stuff-area threshold (rule 6; ``stuff_area`` /
+   ``stuff_area_fraction``) is not created and its pixels stay void, so that specks of
+   foreground in the semantic output do not become thousands of tiny instances.
+5. Void (*choice*): a pixel where the semantic input is void (all-zero probabilities, e.g.
+   255 in an imported label PNG) is neither background nor foreground, so it takes no
+   stuff class, no instance pixel (rule 2 needs foreground of the instance's category) and
+   no region growing: it stays void.
+6. Stuff area (*choice*: Costea states no area rule): as the Panoptic baseline, a stuff
    class with fewer than the area threshold (4096 px at 1024×2048) pixels becomes void.
 """
 
@@ -61,10 +68,11 @@ def costea(
     stuff_area: float | None = None,
     stuff_area_fraction: float | None = None,
 ) -> Panoptic:
-    """Costea et al.'s fusion (module docstring, rules 1-5).
+    """Costea et al.'s fusion (module docstring, rules 1-6).
 
     Parameters: score_threshold=0.5 (kept if ``>=``), mask_threshold=0.5 (``prob >=``),
-    and stuff_area (px) or stuff_area_fraction (of H·W, default 4096 / (1024·2048)).
+    and stuff_area (px) or stuff_area_fraction (of H·W, default 4096 / (1024·2048)): the area
+    threshold of stuff classes (rule 6) and of isolated foreground segments (rule 4).
     """
     min_area = stuff_area_threshold("costea", semantic.image_size, stuff_area, stuff_area_fraction)
     is_thing = classes.is_thing_array
@@ -82,6 +90,10 @@ def costea(
     winner = field.grouped(groups).argmax()
     num_stuff = len(stuff_index)
     group = winner.astype(np.int16) - np.int16(num_stuff)  # category index, < 0 on background
+    void = field.void()  # void semantic input: neither background nor foreground
+    if void is not None:
+        group[void] = -1
+        winner[void] = len(groups)
 
     # rule 2: category-consistent instance pixels, by descending score
     canvas = SegmentCanvas(semantic.image_size)
@@ -97,10 +109,10 @@ def costea(
     grow_regions(canvas.ids, group)
 
     # rule 4: unreached foreground segments
-    _unreached_segments(canvas, field, group, members)
+    _unreached_segments(canvas, field, group, members, min_area)
 
-    # rule 5: background stuff with the area rule
-    stuff_of_winner = np.full(len(groups), IGNORE_INDEX, np.uint8)
+    # rule 6: background stuff with the area rule
+    stuff_of_winner = np.full(len(groups) + 1, IGNORE_INDEX, np.uint8)
     stuff_of_winner[:num_stuff] = stuff_index
     canvas.paint_classes(stuff_of_winner[winner], allowed=~is_thing, is_thing=is_thing, min_area=min_area)
     return canvas.to_panoptic()
@@ -153,9 +165,10 @@ def grow_regions(ids: np.ndarray, group: np.ndarray) -> None:
 
 
 def _unreached_segments(
-    canvas: SegmentCanvas, field: BilinearField, group: np.ndarray, members: list[np.ndarray]
+    canvas: SegmentCanvas, field: BilinearField, group: np.ndarray, members: list[np.ndarray], min_area: float = 0.0
 ) -> None:
-    """Rule 4: one new thing segment per 4-connected unreached component of a category."""
+    """Rule 4: one new thing segment per 4-connected unreached component of a category with at
+    least ``min_area`` pixels; smaller components stay void."""
     unreached = (group >= 0) & (canvas.ids == 0)
     if not unreached.any():
         return
@@ -179,11 +192,7 @@ def _unreached_segments(
             [np.bincount(comp_of, weights=prob[:, k], minlength=n) for k in range(len(classes_g))], 1
         )
         best = sums.argmax(axis=1)
-        seg_ids = np.array(
-            [
-                canvas.new_segment(int(classes_g[best[k]]), True, float(sums[k, best[k]] / count[k]))
-                for k in range(n)
-            ],
-            np.int32,
-        )
+        seg_ids = np.zeros(n, np.int32)  # 0: under the area threshold, stays void
+        for k in np.flatnonzero(count >= min_area).tolist():
+            seg_ids[k] = canvas.new_segment(int(classes_g[best[k]]), True, float(sums[k, best[k]] / count[k]))
         canvas.ids[ys, xs] = seg_ids[comp_of]

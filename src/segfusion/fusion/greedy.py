@@ -14,7 +14,9 @@ Segmentation", Sec. 3.5 ("Fusion") describe the same procedure; one implementati
    Seamless keeps it "provided that the [unassigned pixels] cover at least 50 % of the
    instance", i.e. ``free / area >= 0.5``, which is the same rule: both papers *keep* an
    instance with exactly half its mask taken;
-4. remaining pixels take the semantic argmax over all classes if it is stuff, void if thing;
+4. remaining pixels take the semantic argmax over all classes if it is stuff, void if thing
+   or if the semantic input is void there (all-zero probabilities, as panopticapi leaves
+   pixels that no stuff segment covers);
 5. a stuff class with fewer than the area threshold (4096 px at 1024×2048) pixels left
    becomes void (one segment per stuff class).
 """
@@ -64,7 +66,11 @@ def greedy_fusion(
             continue
         window[take] = canvas.new_segment(int(instances.labels[i]), True, float(instances.scores[i]))
     free = canvas.ids == 0
-    labels = BilinearField(semantic.prob, semantic.image_size).argmax(need=free)
+    field = BilinearField(semantic.prob, semantic.image_size)
+    void = field.void()
+    if void is not None:
+        free &= ~void
+    labels = field.argmax(need=free)
     labels = np.where(free, labels, np.uint8(IGNORE_INDEX))
     is_thing = classes.is_thing_array
     canvas.paint_classes(labels, allowed=~is_thing, is_thing=is_thing, min_area=min_stuff_area)

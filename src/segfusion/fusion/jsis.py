@@ -16,7 +16,9 @@
    fixed first, then each pixel of a removed class takes its most probable survivor.
    Survivors only gain pixels, so no class drops under the threshold afterwards and no
    iteration is needed. With no survivor, those pixels are void.
-5. Every instance that keeps at least one pixel is a segment with its own id and score.
+5. A pixel where the semantic input is void (all-zero probabilities) takes no stuff class:
+   it stays void unless an instance covers it.
+6. Every instance that keeps at least one pixel is a segment with its own id and score.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def jsis(
     stuff_area: float | None = None,
     stuff_area_fraction: float | None = None,
 ) -> Panoptic:
-    """JSIS-Net fusion (module docstring, rules 1-5).
+    """JSIS-Net fusion (module docstring, rules 1-6).
 
     Parameters: score_threshold=0.5 (kept if ``>=``), mask_threshold=0.5 (``prob >=``),
     and stuff_area (px) or stuff_area_fraction (of H·W, default 4096 / (1024·2048)).
@@ -65,8 +67,12 @@ def jsis(
     stuff_index = classes.stuff_indices
     if len(stuff_index) == 0:
         return canvas.to_panoptic()
-    field = BilinearField(semantic.prob, semantic.image_size).channels(stuff_index)
+    full = BilinearField(semantic.prob, semantic.image_size)
+    field = full.channels(stuff_index)
     free = canvas.ids == 0
+    void = full.void()
+    if void is not None:
+        free &= ~void
     rank = np.where(free, field.argmax(need=free), np.uint8(IGNORE_INDEX))  # position in stuff_index
     areas = np.bincount(rank.reshape(-1), minlength=256)[: len(stuff_index)]
     removed = (areas > 0) & (areas < min_area)

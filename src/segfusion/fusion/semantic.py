@@ -1,7 +1,8 @@
 """No fusion: the semantic head's own prediction as a panoptic output (DESIGN.md, `semantic`).
 
 Every pixel takes the argmax class of the upsampled semantic probabilities; every class
-present becomes exactly one segment, score 1.0. Thing classes are *not* split into
+present becomes exactly one segment, score 1.0; a pixel whose probabilities are all zero
+(a void input, e.g. 255 in an imported label PNG) stays void. Thing classes are *not* split into
 instances: each becomes one non-crowd segment with ``is_thing=True`` (so PQ on things
 measures what a semantic-only model achieves, and the mIoU is the head's own). Instances
 are ignored (only validated).
@@ -38,6 +39,9 @@ def semantic_argmax(
         if background_class is not None:
             raise ValueError("fusion 'semantic': background_class is only used with background_threshold")
         labels = field.argmax()
+        void = field.void()  # all-zero probabilities: void input stays void
+        if void is not None:
+            labels[void] = classes.ignore_index
     else:
         if background_class is not None and not 0 <= int(background_class) < classes.num_classes:
             raise ValueError(

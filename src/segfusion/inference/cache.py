@@ -1,9 +1,10 @@
 """The HDF5 prediction cache (DESIGN.md "Prediction cache"): raw soft outputs, never fused.
 
-One file per shard, format version 2. File attributes: ``format_version``, ``model``,
-``config_hash``, ``classes`` (JSON), ``provenance`` (JSON), ``num_images``. Layout::
+One file per shard, format version 3. File attributes: ``format_version``, ``model``,
+``config_hash``, ``classes`` (JSON), ``provenance`` (JSON), ``lineage`` (JSON: what the cache
+was made from, `segfusion.provenance`), ``num_images``. Layout::
 
-    /index/names            (I,) UTF-8 image names, in image-id order   (written on close)
+    /index/names            (I,) UTF-8 image names (fixed-length bytes), in image-id order (written on close)
     /index/ids              (I,) int64 image ids, ascending
     /index/image_size       (I, 2) int64 (H, W)
     /index/forward_seconds  (I,) float64
@@ -15,6 +16,8 @@ One file per shard, format version 2. File attributes: ``format_version``, ``mod
                        along W (``numpy.packbits``), chunk (1, H, ceil(W / 8)), Zstd;
                        written by ``segfusion import-predictions`` (COCO RLE results)
         proposals      (P, 4) float16 (optional, for RPN recall)
+                       (boxes, scores, labels, mask_prob, proposals and the index: uncompressed,
+                       one chunk each holding the whole array, for the checksum)
         canvas         (K, h, w) float16 (optional, e.g. an IMP canvas), shuffle + Zstd
         attrs: image_id, image_size (H, W), forward_seconds (as in the index, which the
                reader uses: one read at open instead of three per image)
@@ -34,9 +37,19 @@ and decompresses ~2x faster (``benchmarks/bench_cache.py``). gzip remains availa
 ``CacheWriter(compression="gzip")``; either is read transparently. A 1024×2048 image with
 19 classes and 100 detections takes ~0.4 MB.
 
+Integrity (format version 3): every dataset, the index included, carries HDF5's Fletcher32
+checksum filter (per chunk, applied after compression, so a flipped byte inside a Zstd chunk
+is caught before it is decompressed). A checksum failure is a `CacheError` naming the file
+and the image. Values are range-checked on read (`check_values`): scores in [0, 1], mask
+probabilities finite and in [0, 1], boxes finite with x0 <= x1 and y0 <= y1, proposals and
+canvas finite. Caches of format 2 (no checksums) are refused with "re-run predict". The read
+cost of the checksum is measured by ``python -m benchmarks cache``.
+
 Written to a temporary name and renamed on close, so a killed job never leaves a file that
-looks complete. Readers check ``format_version`` and, when asked, ``config_hash``; a
-missing, truncated or corrupt file is a `CacheError` naming the file.
+looks complete (its leftover temporary is removed by the next write of the same path,
+`segfusion.io.atomic`). Readers check ``format_version`` and, when asked, ``config_hash``
+and ``identity`` (`segfusion.provenance.cache_identity`); a missing, truncated or corrupt
+file is a `CacheError` naming the file.
 """
 
 from __future__ import annotations
@@ -56,7 +69,8 @@ from segfusion.inference.paste import paste_masks
 from segfusion.io.atomic import atomic_path
 from segfusion.types import ClassInfo, Instances, SemanticPrediction
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+"""3: Fletcher32 checksums on every dataset, fixed-length index names, ``lineage``. 2: no checksums."""
 COMPRESSIONS = ("zstd", "gzip")
 """Compression filters `CacheWriter` can write; HDF5 decodes either on read."""
 ZSTD_LEVEL = 1
@@ -153,12 +167,41 @@ def _filter(compression: str, shuffle: bool) -> dict[str, Any]:
     raise ValueError(f"unknown cache compression {compression!r}; valid: {list(COMPRESSIONS)}")
 
 
+def check_values(where: str, instances: Instances, proposals: np.ndarray | None = None, canvas: np.ndarray | None = None) -> None:
+    """Refuse values no model produces (a corrupt or hand-edited cache): CacheError naming ``where``.
+
+    scores in [0, 1]; mask probabilities finite and in [0, 1]; boxes finite with x0 <= x1 and
+    y0 <= y1; proposals and canvas finite.
+    """
+    s, b = instances.scores, instances.boxes
+    if len(s) and not (np.isfinite(s).all() and s.min() >= 0.0 and s.max() <= 1.0):
+        bad = s[~(np.isfinite(s) & (s >= 0) & (s <= 1))]
+        raise CacheError(f"{where}: scores outside [0, 1] (e.g. {float(bad[0])!r}); the cache is corrupt, re-run predict")
+    if len(b):
+        if not np.isfinite(b).all():
+            raise CacheError(f"{where}: boxes are not finite; the cache is corrupt, re-run predict")
+        wrong = np.flatnonzero((b[:, 0] > b[:, 2]) | (b[:, 1] > b[:, 3]))
+        if len(wrong):
+            raise CacheError(f"{where}: box {int(wrong[0])} {b[wrong[0]].tolist()} has x0 > x1 or y0 > y1; the cache is corrupt, re-run predict")
+    m = instances.mask_prob
+    if m is not None and m.size:
+        lo, hi = float(np.min(m)), float(np.max(m))  # NaN propagates through min/max
+        if not (0.0 <= lo and hi <= 1.0):
+            raise CacheError(f"{where}: mask probabilities not finite or outside [0, 1] (min {lo}, max {hi}); the cache is corrupt, re-run predict")
+    for key, a in (("proposals", proposals), ("canvas", canvas)):
+        if a is not None and a.size and not np.isfinite(a).all():
+            raise CacheError(f"{where}: {key} are not finite; the cache is corrupt, re-run predict")
+
+
 class CacheWriter:
     """Context manager: ``with CacheWriter(path, ...) as w: w.add(...)``; renamed into place on success.
 
     compression: ``"zstd"`` (default) or ``"gzip"`` for the large datasets.
     ``config_hash`` may be reassigned before the writer closes (``segfusion
     import-predictions`` hashes its inputs while reading them).
+    lineage: what the cache is made from (`segfusion.provenance.cache_lineage`: the model
+    file's digest, the data split's identity, the shard); stored as the ``lineage`` attribute.
+    checksum: Fletcher32 on every dataset (default; ``False`` only for the benchmark's baseline).
     """
 
     def __init__(
@@ -169,10 +212,14 @@ class CacheWriter:
         classes: ClassInfo,
         provenance: dict | None = None,
         compression: str = "zstd",
+        lineage: dict | None = None,
+        checksum: bool = True,
     ):
         self.path = Path(path)
         _filter(compression, False)  # validate early
         self.compression = compression
+        self.lineage = dict(lineage or {})
+        self.checksum = bool(checksum)
         self.model = model
         self.config_hash = config_hash
         self.classes = classes
@@ -196,12 +243,15 @@ class CacheWriter:
         attrs["config_hash"] = self.config_hash
         attrs["classes"] = self.classes.to_json()
         attrs["provenance"] = json.dumps(self.provenance)
+        attrs["lineage"] = json.dumps(self.lineage, sort_keys=True)
         attrs["num_images"] = self.count
 
     def __enter__(self) -> "CacheWriter":
         tmp = self._ctx.__enter__()
         try:
-            self._file = h5py.File(tmp, "w")
+            # libver v110: a one-chunk dataset gets the single-chunk index (no B-tree), so the
+            # chunking that the checksum requires costs little per small dataset read.
+            self._file = h5py.File(tmp, "w", libver=("v110", "latest"))
             self._images = self._file.create_group("images")
             self._write_attrs()
         except BaseException:
@@ -212,10 +262,15 @@ class CacheWriter:
     def _write_index(self) -> None:
         order = np.argsort(np.asarray(self._ids, np.int64), kind="stable")
         index = self._file.create_group("index")
-        index.create_dataset("names", data=[self._names[i] for i in order], dtype=h5py.string_dtype())
-        index.create_dataset("ids", data=np.asarray(self._ids, np.int64)[order].reshape(-1))
-        index.create_dataset("image_size", data=np.asarray(self._sizes, np.int64).reshape(-1, 2)[order])
-        index.create_dataset("forward_seconds", data=np.asarray(self._seconds, np.float64).reshape(-1)[order])
+        # Fixed-length UTF-8 bytes: HDF5 filters (the checksum) do not apply to variable-length strings.
+        names = np.array([self._names[i].encode() for i in order], dtype=np.bytes_)
+        for key, array in (
+            ("names", names),
+            ("ids", np.asarray(self._ids, np.int64)[order].reshape(-1)),
+            ("image_size", np.asarray(self._sizes, np.int64).reshape(-1, 2)[order]),
+            ("forward_seconds", np.asarray(self._seconds, np.float64).reshape(-1)[order]),
+        ):
+            self._small(index, key, array)
         self._write_attrs()
 
     def __exit__(self, exc_type, exc, tb):
@@ -231,11 +286,27 @@ class CacheWriter:
         self._file.close()
         return self._ctx.__exit__(None, None, None)
 
+    @property
+    def _checksummed(self) -> dict[str, Any]:
+        """The Fletcher32 checksum's keyword (none without ``checksum``)."""
+        return {"fletcher32": True} if self.checksum else {}
+
+    def _small(self, group: h5py.Group, key: str, array: np.ndarray) -> None:
+        """An uncompressed dataset, checksummed as one chunk (the whole array).
+
+        One chunk, not h5py's automatic chunking (which cuts 100 float16 28 x 28 masks into
+        16 chunks): with libver v110 a one-chunk dataset has the single-chunk index, so it is
+        read with one I/O and one checksum, which halves the checksum's read cost
+        (``benchmarks/bench_cache.py``). Unchecksummed (the benchmark's baseline): contiguous.
+        """
+        chunks = {"chunks": array.shape} if self.checksum and array.size else {}
+        group.create_dataset(key, data=array, **chunks, **self._checksummed)
+
     def _chunked(self, array: np.ndarray, shuffle: bool) -> dict[str, Any]:
-        """Dataset keywords of a 3-d array: one compressed chunk per leading index (none if empty)."""
+        """Dataset keywords of a 3-d array: one compressed, checksummed chunk per leading index (none if empty)."""
         if array.size == 0:
             return {}
-        return {"chunks": (1, *array.shape[1:]), **_filter(self.compression, shuffle)}
+        return {"chunks": (1, *array.shape[1:]), **_filter(self.compression, shuffle), **self._checksummed}
 
     def add(
         self,
@@ -306,17 +377,17 @@ class CacheWriter:
         g.attrs["image_size"] = np.asarray((height, width), np.int64)
         g.attrs["forward_seconds"] = float(forward_seconds)
         g.create_dataset("semantic_prob", data=q, **self._chunked(q, shuffle=False))
-        g.create_dataset("boxes", data=boxes)
-        g.create_dataset("scores", data=scores)
-        g.create_dataset("labels", data=labels.astype(np.int16))
+        self._small(g, "boxes", boxes)
+        self._small(g, "scores", scores)
+        self._small(g, "labels", labels.astype(np.int16))
         if mask_prob is not None:
             # Uncompressed: float16 mask probabilities barely compress (157 -> 113 kB for 100
             # masks) and decompressing them costs ~6x the read (benchmarks/bench_cache.py).
-            g.create_dataset("mask_prob", data=m)
+            self._small(g, "mask_prob", m)
         else:
             g.create_dataset("mask_image", data=packed, **self._chunked(packed, shuffle=False)).attrs["width"] = width
         if proposals is not None:
-            g.create_dataset("proposals", data=np.asarray(proposals, np.float16).reshape(-1, 4))
+            self._small(g, "proposals", np.asarray(proposals, np.float16).reshape(-1, 4))
         if cv is not None:
             g.create_dataset("canvas", data=cv, **self._chunked(cv, shuffle=True))
         self._names.append(name)
@@ -333,7 +404,7 @@ class CacheReader:
     semantic probabilities are decompressed), ``read_semantic(name)`` only the semantic part.
     """
 
-    def __init__(self, path: str | os.PathLike, expect_config_hash: str | None = None):
+    def __init__(self, path: str | os.PathLike, expect_config_hash: str | None = None, expect_identity: str | None = None):
         self.path = Path(path)
         if not self.path.exists():
             raise CacheError(f"prediction cache not found: {self.path}")
@@ -343,15 +414,16 @@ class CacheReader:
         except OSError as err:
             raise CacheError(f"{self.path}: corrupt or truncated HDF5 prediction cache ({err})") from None
         try:
-            self._open(attrs, expect_config_hash)
+            self._open(attrs, expect_config_hash, expect_identity)
         except BaseException:
             self._file.close()
             raise
 
-    def _open(self, attrs: dict, expect_config_hash: str | None) -> None:
+    def _open(self, attrs: dict, expect_config_hash: str | None, expect_identity: str | None) -> None:
         version = attrs.get("format_version")
         if version != FORMAT_VERSION:
-            raise CacheError(f"{self.path}: cache format_version {version}, this segfusion reads {FORMAT_VERSION}; re-run predict")
+            older = " (an older format, without checksums)" if isinstance(version, (int, np.integer)) and version < FORMAT_VERSION else ""
+            raise CacheError(f"{self.path}: cache format_version {version}{older}, this segfusion reads {FORMAT_VERSION}; re-run predict")
         self.format_version = int(version)
         self.config_hash = str(attrs.get("config_hash"))
         if expect_config_hash is not None and expect_config_hash != self.config_hash:
@@ -362,6 +434,7 @@ class CacheReader:
             self.model = str(attrs["model"])
             self.classes = ClassInfo.from_json(attrs["classes"])
             self.provenance = json.loads(attrs.get("provenance", "{}"))
+            self.lineage = json.loads(attrs.get("lineage", "{}"))
             self.names: list[str] = [n.decode() if isinstance(n, bytes) else str(n) for n in self._file["index/names"][()]]
             self.image_ids: list[int] = [int(i) for i in self._file["index/ids"][()]]
             sizes = self._file["index/image_size"][()]
@@ -376,6 +449,14 @@ class CacheReader:
             name: (image_id, (int(hw[0]), int(hw[1])), float(sec))
             for name, image_id, hw, sec in zip(self.names, self.image_ids, sizes, seconds)
         }
+        from segfusion.provenance import cache_identity
+
+        self.identity = cache_identity(self.model, self.config_hash, self.lineage)
+        if expect_identity is not None and expect_identity != self.identity:
+            raise CacheError(
+                f"{self.path}: cache identity {self.identity} differs from the expected {expect_identity} (the cache was rewritten "
+                "since its consumer was made); re-run what reads it"
+            )
 
     def __len__(self) -> int:
         return len(self.names)
@@ -420,7 +501,7 @@ class CacheReader:
         except KeyError as err:
             raise CacheError(f"{self.path}: image {name!r} is missing or incomplete ({err})") from None
         except (OSError, ValueError, RuntimeError) as err:
-            raise CacheError(f"{self.path}: image {name!r} cannot be read, the file is corrupt ({err})") from None
+            raise CacheError(f"{self.path}: image {name!r} cannot be read, the file is corrupt (checksum or decompression failed: {err}); re-run predict") from None
 
     def _instances(self, g: h5py.h5g.GroupID, size: tuple[int, int]) -> Instances:
         boxes, scores = self._array(g, "boxes"), self._array(g, "scores")
@@ -438,7 +519,9 @@ class CacheReader:
             image_id, size, seconds = self._meta[name]
             proposals = self._array(g, "proposals", optional=True)
             proposals = None if proposals is None else proposals.astype(np.float32)
-            return CachedDetections(name, image_id, self._instances(g, size), proposals, seconds)
+            inst = self._instances(g, size)
+            check_values(f"{self.path}: image {name!r}", inst, proposals)
+            return CachedDetections(name, image_id, inst, proposals, seconds)
 
         return self._guard(name, read)
 
@@ -457,6 +540,8 @@ class CacheReader:
 
         def canvas() -> np.ndarray | None:
             c = self._array(self._group(name), "canvas", optional=True)
+            if c is not None and c.size and not np.isfinite(c).all():
+                raise CacheError(f"{self.path}: image {name!r}: canvas is not finite; the cache is corrupt, re-run predict")
             return None if c is None else c.astype(np.float32)
 
         return CachedImage(det.name, det.image_id, det.instances, sem, det.proposals, det.forward_seconds, self._guard(name, canvas))

@@ -23,7 +23,8 @@ import numpy as np
 from segfusion.inference.cache import CacheReader
 from segfusion.inference.paste import instance_crop
 from segfusion.io.atomic import atomic_dir, write_json
-from segfusion.io.coco_results import coco_result
+from segfusion.io.coco_results import coco_result_rle
+from segfusion.io.rle import crop_rle
 
 
 def cached_instance_results(reader: CacheReader, name: str, threshold: float = 0.5) -> list[dict]:
@@ -33,10 +34,9 @@ def cached_instance_results(reader: CacheReader, name: str, threshold: float = 0
     out = []
     for i in range(len(inst)):
         crop, (y0, x0) = instance_crop(inst, i)
-        full = np.zeros(inst.image_size, bool)
-        full[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop >= threshold
+        rle = crop_rle(crop >= threshold, (y0, x0), inst.image_size)  # from the crop, no full-frame mask
         b = inst.boxes[i].astype(np.float64)
-        out.append(coco_result(det.image_id, reader.classes.ids[int(inst.labels[i])], full, inst.scores[i], (b[0], b[1], b[2] - b[0], b[3] - b[1])))
+        out.append(coco_result_rle(det.image_id, reader.classes.ids[int(inst.labels[i])], rle, inst.scores[i], (b[0], b[1], b[2] - b[0], b[3] - b[1])))
     return out
 
 

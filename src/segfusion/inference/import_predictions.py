@@ -4,7 +4,8 @@ Inputs, for a canonical split (or one shard of it, `shard_records`):
 
 * instances: COCO results JSON, a list of ``{"image_id", "category_id", "segmentation",
   "score"[, "bbox"]}`` (a ``{"annotations": [...]}`` object is accepted too). ``image_id``
-  is the split's image id (``panoptic.json``), ``category_id`` the dataset's native id
+  is the split's image id (``panoptic.json``; the source's own ids for COCO and ModaNet, so
+  a COCO results file for those images imports unchanged), ``category_id`` the dataset's native id
   as in the split's ``classes.json``, and it must be a thing class. ``segmentation`` is an
   RLE (compressed string or uncompressed list ``counts``) or a polygon list, of the image's
   size. ``bbox`` (x, y, w, h) is kept as the detection's box when given, otherwise the
@@ -13,8 +14,12 @@ Inputs, for a canonical split (or one shard of it, `shard_records`):
 * semantic, one file per image in a folder: ``{name}.npy`` holding (C, h, w) float class
   probabilities at any stride (``--semantic-format npy``), or ``{name}.png`` holding the
   class index per pixel at image resolution, 255 = void (``--semantic-format png``), stored
-  as one-hot probabilities; void pixels get the uniform 1/C (no information, so their
-  argmax is the lowest class index, 0).
+  as one-hot probabilities.
+* **void stays void**: a void pixel is stored as all-zero probabilities (255 in a PNG; in an
+  ``.npy``, a pixel whose C values are all 0), and every fusion method leaves such a pixel
+  void unless an instance covers it (`segfusion.fusion.common.BilinearField.void`), as
+  panopticapi's ``combine_semantic_and_instance_predictions`` does. (A uniform 1/C would
+  make its argmax class 0: road on Cityscapes.)
 
 Every error names the file, and the image or category id at fault. The cache's
 ``config_hash`` is a SHA-256 of the inputs' bytes (the results file, every semantic file
@@ -187,8 +192,8 @@ def load_semantic(path: Path, record: ImageRecord, classes: ClassInfo, semantic_
     bad = np.unique(label[(label >= c) & (label != classes.ignore_index)])
     if len(bad):
         raise PredictionImportError(f"{path}: class indices {bad.tolist()[:10]} outside 0..{c - 1} (and {classes.ignore_index} = void)")
+    # one-hot; void (255) matches no class, so its probabilities are all zero
     prob = (np.arange(c, dtype=label.dtype)[:, None, None] == label[None]).astype(np.float32)
-    prob[:, label == classes.ignore_index] = np.float32(1.0 / c)
     return prob, raw
 
 
@@ -222,7 +227,10 @@ def import_predictions(
         "imported_from": {"instances": str(instances), "semantic": str(semantic_dir), "semantic_format": semantic_format},
     }
     detections = 0
-    with CacheWriter(out, model, "", classes, provenance) as writer:
+    from segfusion.provenance import split_identity
+
+    lineage = {"data": {"path": str(data), "identity": split_identity(data)}, "shard": f"{shard[0]}/{shard[1]}"}  # provenance chain
+    with CacheWriter(out, model, "", classes, provenance, lineage=lineage) as writer:
         for rec in records:
             det = decode_detections(grouped.get(rec.image_id, []), rec, classes, Path(instances))
             prob, sem_raw = load_semantic(semantic_dir / f"{rec.name}.{semantic_format}", rec, classes, semantic_format)

@@ -26,9 +26,10 @@ def predict_split(
     """
     t_start = time.perf_counter()
     batch_size = spec.batch_size
+    device = next(model.parameters()).device  # the images go where the model is
     for start in tqdm(range(0, len(records), batch_size), desc="predict", unit="batch"):
         batch = records[start : start + batch_size]
-        images = [torch.from_numpy(split.image(r)).permute(2, 0, 1).float() / 255.0 for r in batch]
+        images = [torch.from_numpy(split.image(r)).to(device).permute(2, 0, 1).float() / 255.0 for r in batch]
         t0 = time.perf_counter()
         preds = model.predict(images, inference)
         per_image = (time.perf_counter() - t0) / len(batch)

@@ -2,7 +2,9 @@
 
 Everything is written to a temporary sibling (same filesystem, so the final
 `os.replace` is atomic) and renamed at the end; on any exception the temporary is
-removed and the previous content, if any, is untouched.
+removed and the previous content, if any, is untouched. A writer killed with SIGKILL cannot
+clean up: its temporary (``.{name}.{random}.tmp[suffix]``) is removed by the next write of the
+same path (`remove_leftovers`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,11 +25,36 @@ def _umask() -> int:
     return mask
 
 
+def remove_leftovers(path: Path, suffix: str = "") -> list[Path]:
+    """Remove the temporaries that killed writers of ``path`` left beside it; returns them.
+
+    Only names ``mkstemp``/``mkdtemp`` made for this very path match (``.{name}.`` + 8 random
+    characters + ``.tmp{suffix}``), never another file's temporary. Two jobs never write one
+    path at once in the workflow, so a temporary found here belongs to a dead writer.
+    """
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp{re.escape(suffix)}$")
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except FileNotFoundError:
+        return removed
+    for e in entries:
+        if pattern.match(e.name):
+            p = Path(e.path)
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary file path next to ``path``; rename it to ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path, suffix)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -45,6 +73,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory next to ``path``; it replaces ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp

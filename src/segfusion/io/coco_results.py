@@ -14,7 +14,12 @@ def coco_result(image_id: int, category_id: int, mask: np.ndarray, score: float,
     """
     from pycocotools import mask as mask_utils
 
-    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return coco_result_rle(image_id, category_id, mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8)), score, bbox_xywh)
+
+
+def coco_result_rle(image_id: int, category_id: int, rle: dict, score: float, bbox_xywh: Sequence[float]) -> dict:
+    """`coco_result` from the mask's compressed RLE (pycocotools' ``{"size", "counts": bytes}``,
+    e.g. from `segfusion.io.rle`), without the full-frame mask."""
     return {
         "image_id": int(image_id),
         "category_id": int(category_id),

@@ -1,23 +1,36 @@
 """Instance-segmentation AP (box and mask) through pycocotools' COCOeval, as an accumulator.
 
-The accumulator only collects COCO records (JSON-able): ground-truth annotations built from
-the ground-truth `Panoptic` (non-crowd thing segments → ``iscrowd=0``, crowd thing segments →
-``iscrowd=1``, masks as RLE from ``pycocotools.mask.encode``) and detections (COCO results:
-image, category, score, box, RLE). ``merge`` concatenates them; ``result()`` runs COCOeval
-once on everything, for ``iouType="bbox"`` and ``"segm"`` (standard COCO parameters: IoU
-0.50:0.95, maxDets 100, area ranges small / medium / large).
+The accumulator only collects COCO records (JSON-able): ground-truth annotations and
+detections (COCO results: image, category, score, box, RLE). ``merge`` concatenates them;
+``result()`` runs COCOeval once on everything, for ``iouType="bbox"`` and ``"segm"``
+(standard COCO parameters: IoU 0.50:0.95, maxDets 1 / 10 / 100, area ranges small / medium
+/ large) and reports all 12 COCO statistics of each.
 
-Choices:
+Ground truth comes in two forms:
 
+* **as given** (`add_coco_ground_truth`): a dataset's COCO instance annotations, e.g. the
+  canonical ``instances.json`` of COCO or ModaNet, verbatim: overlapping masks, polygons or
+  RLE, crowd regions, the annotations' own ``bbox`` and ``area``. This is what
+  ``segfusion evaluate`` uses, so its AP is pycocotools' on that file (tested to 1e-9).
+* **from a panoptic map** (`add_ground_truth`, `update`): non-crowd thing segments →
+  ``iscrowd=0``, crowd thing segments → ``iscrowd=1``, masks as RLE, box and area from the
+  mask. Overlaps cannot be represented; for datasets without instance annotations
+  (Cityscapes, VCP, maps) both forms are the same.
+
+The protocol, chosen to equal pycocotools run directly on the files:
+
+* image ids: an image's native id (``coco_id``) when every image has one, else 1..N in
+  insertion order; annotation ids: the given ones when unique and > 0, else 1..N;
 * categories are the thing classes only, with id = class index + 1 (default) or the
-  dataset's native ids (``native_ids=True``);
+  dataset's native ids (``native_ids=True``; the ground truth's ``category_id`` is always
+  native and translated);
 * for box AP the detections' ``segmentation`` is dropped and for mask AP their ``bbox`` is
   dropped before ``COCO.loadRes`` (as detectron2 does), so that each evaluation computes the
-  detection area from the right geometry;
+  detection area from the right geometry (with a ``bbox``, loadRes would take the box area
+  as a mask's area for the small / medium / large ranges);
 * no detection at all is a normal case: COCOeval runs on an empty result set (AP = 0 where
   there is ground truth); no non-crowd ground truth gives None for every key; a COCOeval
-  statistic of -1 (no ground truth in that area range) is reported as None;
-* image ids are strings in the state and numbered 1..N (in insertion order) for COCOeval.
+  statistic of -1 (no ground truth in that area range) is reported as None.
 
 pycocotools is imported lazily, so that ``import segfusion.metrics`` stays fast.
 """
@@ -34,6 +47,9 @@ from segfusion.metrics.semantic import STATE_VERSION, check_state
 from segfusion.types import ClassInfo, Panoptic
 
 AP_KEYS = ("ap", "ap50", "ap75", "aps", "apm", "apl")
+AR_KEYS = ("ar1", "ar10", "ar100", "ars", "arm", "arl")
+STAT_KEYS = AP_KEYS + AR_KEYS
+"""The 12 COCOeval ``stats`` in their order: AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl."""
 
 
 def _rle_json(rle: dict) -> dict:
@@ -49,37 +65,16 @@ def _rle_json(rle: dict) -> dict:
 def panoptic_segment_rles(p: Panoptic, segment_ids: Sequence[int]) -> list[dict]:
     """COCO RLE (JSON-able) of the given segments of ``p``.
 
-    The mask of a segment is built inside its bbox when the bbox holds all its pixels (checked
-    against the pixel count from one bincount), else on the whole image.
+    One pass over the segment map for all segments (`segfusion.io.rle.segment_rles`), with
+    no full-frame mask per segment; the bytes are pycocotools' ``mask.encode``'s.
     """
-    from pycocotools import mask as mask_util
+    from segfusion.io.rle import segment_rles
 
-    seg = p.segment_ids
-    h, w = seg.shape
-    wanted = list(segment_ids)
+    wanted = [int(i) for i in segment_ids]
     if not wanted:
         return []
-    by_id = {s.id: s for s in p.segments}
-    ids = np.asarray(wanted, dtype=np.int64)
-    order = np.argsort(ids)
-    flat = seg.ravel()
-    pos = np.clip(np.searchsorted(ids[order], flat), 0, len(ids) - 1)
-    hit = ids[order][pos] == flat
-    areas_sorted = np.bincount(pos[hit], minlength=len(ids))
-    areas = np.empty(len(ids), dtype=np.int64)
-    areas[order] = areas_sorted
-    out = []
-    for k, sid in enumerate(wanted):
-        m = np.zeros((h, w), dtype=np.uint8, order="F")
-        x, y, bw, bh = (int(v) for v in by_id[sid].bbox)
-        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + bw, w), min(y + bh, h)
-        crop = seg[y0:y1, x0:x1] == sid if (x1 > x0 and y1 > y0) else np.zeros((0, 0), bool)
-        if int(crop.sum()) == int(areas[k]):
-            m[y0:y1, x0:x1] = crop
-        else:
-            m[:] = seg == sid
-        out.append(_rle_json(mask_util.encode(m)))
-    return out
+    rles = segment_rles(p.segment_ids, wanted)
+    return [_rle_json(rles[i]) for i in wanted]
 
 
 class InstanceAP:
@@ -88,8 +83,10 @@ class InstanceAP:
     ``update(gt, pred=None, image_id=...)``: adds the ground truth of one image (a `Panoptic`)
     and, when ``pred`` (a fused `Panoptic`) is given, its non-crowd thing segments as
     detections scored by ``Segment.score``. ``add_detections`` adds raw detections.
-    ``result()`` keys: ``ap_box, ap50_box, ap75_box, aps_box, apm_box, apl_box`` and the same
-    with ``_mask`` (floats in [0, 1] or None), ``n_images``, ``n_gt``, ``n_detections``.
+    ``add_coco_ground_truth`` adds one image's ground truth as given (COCO annotations).
+    ``result()`` keys: ``ap_box, ap50_box, ap75_box, aps_box, apm_box, apl_box, ar1_box,
+    ar10_box, ar100_box, ars_box, arm_box, arl_box`` and the same with ``_mask`` (floats in
+    [0, 1] or None), ``n_images``, ``n_gt``, ``n_detections``.
     """
 
     kind = "InstanceAP"
@@ -98,6 +95,7 @@ class InstanceAP:
         self.classes = classes
         self.native_ids = bool(native_ids)
         self.images: list[tuple[str, int, int]] = []
+        self.coco_ids: dict[str, int] = {}  # native image id of an image, when known
         self.annotations: list[dict] = []
         self.detections: list[dict] = []
         self._image_set: set[str] = set()
@@ -122,19 +120,52 @@ class InstanceAP:
             )
 
     # ---------------------------------------------------------------- accumulation
-    def add_ground_truth(self, image_id: object, gt: Panoptic) -> None:
-        """Register an image and its thing segments as COCO ground-truth annotations."""
-        image_id = str(image_id)
+    def _add_image(self, image_id: str, h: int, w: int, coco_id: int | None) -> None:
         if image_id in self._image_set:
             raise ValueError(f"InstanceAP: ground truth of image {image_id!r} added twice")
-        h, w = gt.image_size
         self.images.append((image_id, int(h), int(w)))
         self._image_set.add(image_id)
+        if coco_id is not None:
+            self.coco_ids[image_id] = int(coco_id)
+
+    def add_ground_truth(self, image_id: object, gt: Panoptic, coco_id: int | None = None) -> None:
+        """Register an image and its thing segments as COCO ground-truth annotations."""
+        image_id = str(image_id)
+        h, w = gt.image_size
+        self._add_image(image_id, h, w, coco_id)
         for s in gt.segments:
             self._check_range(s.class_index, image_id, f"ground-truth segment {s.id}")
         things = [s for s in gt.segments if self.classes.is_thing[s.class_index]]
         rles = panoptic_segment_rles(gt, [s.id for s in things])
         self._add_gt_records(image_id, things, rles)
+
+    def add_coco_ground_truth(
+        self, image_id: object, height: int, width: int, annotations: Sequence[dict], coco_id: int | None = None, source: object = "instances.json"
+    ) -> None:
+        """Register an image and its COCO instance annotations, kept as given.
+
+        ``annotations``: COCO ground-truth records (``category_id`` a native thing id,
+        ``segmentation`` polygons or RLE, ``area``, ``bbox``, ``iscrowd``, optional ``id``),
+        in the file's order (pycocotools breaks matching ties by it). ``source`` names the
+        file in errors.
+        """
+        image_id = str(image_id)
+        index = self.classes.index_of_id()
+        records = []
+        for k, a in enumerate(annotations):
+            where = f"{source}: image {image_id!r}, annotation {a.get('id', f'#{k}')}"
+            missing = [key for key in ("category_id", "segmentation", "area", "bbox", "iscrowd") if key not in a]
+            if missing:
+                raise ValueError(f"{where}: missing keys {missing}")
+            cat = a["category_id"]
+            if cat not in index or not self.classes.is_thing[index[cat]]:
+                raise ValueError(f"{where}: category_id {cat!r} is not a thing class of the class list")
+            rec = {key: v for key, v in a.items() if key != "image_id"}
+            rec["image_id"] = image_id
+            rec["category_id"] = self.category_id(index[cat])
+            records.append(rec)
+        self._add_image(image_id, height, width, coco_id)
+        self.annotations.extend(records)
 
     def _add_gt_records(self, image_id: str, things: list, rles: list[dict]) -> None:
         from pycocotools import mask as mask_util
@@ -237,13 +268,21 @@ class InstanceAP:
             raise ValueError(f"InstanceAP.merge: images {sorted(dup)[:5]} are in both accumulators")
         self.images.extend(other.images)
         self._image_set |= other._image_set
+        self.coco_ids.update(other.coco_ids)
         self.annotations.extend(other.annotations)
         self.detections.extend(other.detections)
 
     # ---------------------------------------------------------------- evaluation
+    def _image_index(self) -> dict[str, int]:
+        """COCOeval image id of every image: the native ids when all are known and unique, else 1..N."""
+        ids = [self.coco_ids.get(name) for name, _, _ in self.images]
+        if ids and all(i is not None for i in ids) and len(set(ids)) == len(ids):
+            return {name: int(i) for (name, _, _), i in zip(self.images, ids)}
+        return {name: k + 1 for k, (name, _, _) in enumerate(self.images)}
+
     def coco_ground_truth(self) -> dict:
         """The COCO ground-truth dataset dict (integer image and annotation ids)."""
-        index = {name: k + 1 for k, (name, _, _) in enumerate(self.images)}
+        index = self._image_index()
         cats = [
             {
                 "id": self.category_id(k),
@@ -253,11 +292,13 @@ class InstanceAP:
             for k in range(self.classes.num_classes)
             if self.classes.is_thing[k]
         ]
+        given = [a.get("id") for a in self.annotations]
+        keep = all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in given) and len(set(given)) == len(given)
         anns = []
         for j, a in enumerate(self.annotations):
             a = dict(a)
             a["image_id"] = index[a["image_id"]]
-            a["id"] = j + 1
+            a["id"] = a["id"] if keep else j + 1
             anns.append(a)
         images = [
             {"id": index[name], "file_name": name, "height": h, "width": w} for name, h, w in self.images
@@ -266,7 +307,7 @@ class InstanceAP:
 
     def coco_results(self) -> list[dict]:
         """The detections as a COCO results list (integer image ids)."""
-        index = {name: k + 1 for k, (name, _, _) in enumerate(self.images)}
+        index = self._image_index()
         out = []
         for d in self.detections:
             if d["image_id"] not in index:
@@ -285,7 +326,7 @@ class InstanceAP:
         if n_gt == 0:
             self.coco_results()  # still validate image ids
             for suffix in ("_box", "_mask"):
-                for key in AP_KEYS:
+                for key in STAT_KEYS:
                     out[key + suffix] = None
             return out
         from pycocotools.coco import COCO
@@ -315,9 +356,9 @@ class InstanceAP:
                 ev.evaluate()
                 ev.accumulate()
                 ev.summarize()
-            for j, key in enumerate(AP_KEYS):
+            for j, key in enumerate(STAT_KEYS):
                 v = float(ev.stats[j])
-                out[key + suffix] = None if v < 0 else min(1.0, v)
+                out[key + suffix] = None if v < 0 else v
         return out
 
     # ---------------------------------------------------------------- state
@@ -328,6 +369,7 @@ class InstanceAP:
             "classes": self.classes.to_dict(),
             "native_ids": self.native_ids,
             "images": [list(i) for i in self.images],
+            "coco_ids": dict(self.coco_ids),
             "annotations": list(self.annotations),
             "detections": list(self.detections),
         }
@@ -338,6 +380,7 @@ class InstanceAP:
         m = cls(ClassInfo.from_dict(state["classes"]), native_ids=state["native_ids"])
         m.images = [(str(i), int(h), int(w)) for i, h, w in state["images"]]
         m._image_set = {i for i, _, _ in m.images}
+        m.coco_ids = {str(k): int(v) for k, v in (state.get("coco_ids") or {}).items()}
         if len(m._image_set) != len(m.images):
             raise ValueError("InstanceAP.from_state: duplicate image ids")
         m.annotations = list(state["annotations"])

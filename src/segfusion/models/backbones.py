@@ -13,6 +13,7 @@ import torchvision
 from torch import nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from segfusion.specs import BACKBONES
 
@@ -38,13 +39,21 @@ class TinyBackbone(nn.Sequential):
             self.add_module(f"layer{k + 1}", nn.Sequential(_conv_gn(widths[k], widths[k + 1], 2), _conv_gn(widths[k + 1], widths[k + 1], 1)))
 
 
-def build_backbone(name: str, fpn_channels: int) -> BackboneWithFPN:
-    """A backbone + FPN whose outputs "0".."3" are P2..P5 and "pool" P6 (torchvision convention)."""
+NORM_LAYERS = {"bn": nn.BatchNorm2d, "sync_bn": nn.BatchNorm2d, "frozen_bn": FrozenBatchNorm2d}
+"""ResNet normalisation by `ModelSpec.resolved_norm`; ``sync_bn`` layers become SyncBatchNorm when
+training is data-parallel (`segfusion.training.distributed.wrap`)."""
+
+
+def build_backbone(name: str, fpn_channels: int, norm: str = "bn") -> BackboneWithFPN:
+    """A backbone + FPN whose outputs "0".."3" are P2..P5 and "pool" P6 (torchvision convention).
+
+    norm: the ResNets' normalisation (``bn``, ``frozen_bn`` or ``sync_bn``); ``tiny`` always uses
+    GroupNorm, which does not depend on the batch."""
     if name == "tiny":
         body: nn.Module = TinyBackbone()
         channels = list(TinyBackbone.channels)
     elif name in BACKBONES:
-        body = getattr(torchvision.models, name)(weights=None, norm_layer=nn.BatchNorm2d)
+        body = getattr(torchvision.models, name)(weights=None, norm_layer=NORM_LAYERS[norm])
         base = [64, 128, 256, 512]
         channels = base if name in ("resnet18", "resnet34") else [c * 4 for c in base]
     else:

@@ -61,7 +61,7 @@ def build_detector(backbone: nn.Module, spec: ModelSpec, num_things: int) -> Mas
 
 def build_model(variant: ModelVariant, spec: ModelSpec, classes: ClassInfo) -> PanopticModel:
     """The `PanopticModel` of ``variant`` with the shape ``spec`` for ``classes``."""
-    backbone = build_backbone(spec.backbone, spec.fpn_channels)
+    backbone = build_backbone(spec.backbone, spec.fpn_channels, spec.resolved_norm)
     detector = body = resize = None
     if variant.detector:
         detector = build_detector(backbone, spec, len(classes.thing_indices))

@@ -66,6 +66,9 @@ def forward_flops(model: Any, image_hw: tuple[int, int], image: Any = None, infe
             x = image.float()
         if tuple(x.shape) != (3, h, w):
             raise ValueError(f"forward_flops: image has shape {tuple(x.shape)}, expected (3, {h}, {w})")
+    parameters = list(model.parameters()) if hasattr(model, "parameters") else []
+    if parameters:
+        x = x.to(parameters[0].device)
     was_training = getattr(model, "training", False)
     counter = FlopCounterMode(display=False)
     try:

@@ -9,6 +9,8 @@ Writes, into ``out_dir``:
 * ``tables.md``: the paper-style tables of `segfusion.report.tables`;
 * ``plots/``: the figures of `segfusion.report.plots` and `segfusion.report.qualitative`
   (the folder's PNGs are replaced on every run);
+* ``claims.md`` / ``claims.csv``: the papers' claims as tested hypotheses
+  (`segfusion.report.claims`), and ``plots/claims-{dataset}.png``, their forest plots;
 * ``provenance.json``: package version, git commit, config hash, seeds, library versions
   (torch and snakemake included, read from package metadata: torch is never imported),
   the inputs and the figures written.
@@ -29,7 +31,8 @@ from pathlib import Path
 import pandas as pd
 
 from segfusion.io.atomic import atomic_path, read_json, write_json
-from segfusion.provenance import provenance
+from segfusion.provenance import file_identity, provenance
+from segfusion.report import claims as claims_report
 from segfusion.report import plots, qualitative
 from segfusion.report.tables import imp_pairs, tables_markdown
 
@@ -157,6 +160,22 @@ def write_figures(df: pd.DataFrame, results: list[dict], plot_dir: Path, params:
     return [p for p in written if p is not None]
 
 
+def write_claims(results: list[dict], out_dir: Path, config: dict, digest: str) -> list[Path]:
+    """``claims.md``, ``claims.csv`` and one forest plot per dataset; returns the plots written."""
+    rows = claims_report.evaluate_claims(results, config)
+    with atomic_path(out_dir / "claims.md", suffix=".md") as tmp:
+        tmp.write_text(claims_report.claims_markdown(rows, claims_report.run_notes(config), digest))
+    with atomic_path(out_dir / "claims.csv", suffix=".csv") as tmp:
+        claims_report.claims_frame(rows).to_csv(tmp, index=False)
+    written = []
+    for dataset in dict.fromkeys(r.dataset for r in rows if r.dataset is not None):
+        mine = [r for r in rows if r.dataset == dataset]
+        path = plots.plot_claims(mine, out_dir / "plots" / f"claims-{plots.safe_name(dataset)}.png", f"{dataset}: the papers' claims")
+        if path is not None:
+            written.append(path)
+    return written
+
+
 def aggregate(metric_paths: list[str | os.PathLike], out_dir: str | os.PathLike, params: dict) -> pd.DataFrame:
     """Write the summary folder (see the module docstring); returns the tidy metrics frame."""
     out_dir = Path(out_dir)
@@ -164,6 +183,11 @@ def aggregate(metric_paths: list[str | os.PathLike], out_dir: str | os.PathLike,
     for p, r in zip(metric_paths, results):
         if not isinstance(r, dict) or "meta" not in r or "metrics" not in r:
             raise ValueError(f"{p}: not a gathered metrics JSON (needs 'meta' and 'metrics')")
+    from segfusion.verify import verify_metrics_for_report
+
+    # Provenance chain (segfusion.verify): every metric's shards, fused outputs, caches, model files
+    # and data are the ones it was made from, or nothing is written.
+    unverified = verify_metrics_for_report(metric_paths, results)
     _gallery_inputs(results, params.get("inputs", {}).get("gallery", []))  # fail before writing anything
     df = tidy_rows(results)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,6 +203,7 @@ def aggregate(metric_paths: list[str | os.PathLike], out_dir: str | os.PathLike,
     for old in plot_dir.glob("*.png"):
         old.unlink()
     figures = write_figures(df, results, plot_dir, params)
+    figures += write_claims(results, out_dir, params.get("config", {}), digest)
     seeds = sorted({r["meta"].get("seed") for r in results if r["meta"].get("seed") is not None})
     write_json(
         out_dir / "provenance.json",
@@ -189,6 +214,7 @@ def aggregate(metric_paths: list[str | os.PathLike], out_dir: str | os.PathLike,
             "inputs": [str(p) for p in metric_paths],
             "loss_csvs": [c["path"] for c in params.get("inputs", {}).get("loss_curves", [])],
             "figures": [p.name for p in figures],
+            "lineage": {"metrics": {str(p): file_identity(p) for p in metric_paths}, "unverified": unverified},
         },
         indent=1,
     )

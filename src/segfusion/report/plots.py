@@ -11,6 +11,7 @@ File names are ``{kind}-{name}.png`` (``kind`` in lowercase letters and undersco
 * ``iou_delta-*``: per-class IoU of ``X_imp`` minus ``X`` (IMP Table 4 as bars);
 * ``loss-*``: training loss curves, every ``loss*`` column of the declared loss CSVs;
 * ``sweep-*``: metric vs swept value of a fusion parameter, one line per model.
+* ``claims-{dataset}``: forest plot of the papers' claims (`plot_claims`).
 
 The qualitative grid and the worst-images gallery are in `segfusion.report.qualitative`.
 """
@@ -234,6 +235,47 @@ def plot_sweep(sw: pd.DataFrame, path: Path, title: str, metrics: tuple[str, ...
         ax.set_ylabel(f"{LABELS.get(metric, metric)} (%)")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def plot_claims(rows: list, path: Path, title: str) -> Path | None:
+    """Forest plot of the claims of one dataset (`segfusion.report.claims.ClaimRow`): per claim the
+    per-seed effects (dots), the mean and its Student-t 95 % CI (bar), the paper's effect (red
+    diamond) and the equivalence margin (grey band); zero drawn. Claims that did not run are
+    listed with ``not run``. One panel per effect unit (points; M parameters)."""
+    plt = pyplot()
+    if not rows:
+        return None
+    units = list(dict.fromkeys(r.claim.unit for r in rows))
+    heights = [max(1, sum(r.claim.unit == u for r in rows)) for u in units]
+    fig, axes = plt.subplots(len(units), 1, figsize=(9, 0.42 * sum(heights) + 1.4 * len(units)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})  # fmt: skip
+    splits = {r.split for r in rows}
+    for ax, unit in zip(axes[:, 0], units):
+        group = [r for r in rows if r.claim.unit == unit]
+        y = np.arange(len(group))[::-1]
+        for yi, r in zip(y, group):
+            c, s = r.claim, r.summary
+            if c.margin is not None:
+                ax.fill_betweenx([yi - 0.35, yi + 0.35], -c.margin, c.margin, color="0.85", zorder=0)
+            if s.n:
+                ax.scatter(r.effects, [yi] * len(r.effects), s=12, color="tab:blue", alpha=0.5, zorder=2)
+                if s.lo is not None:
+                    ax.plot([s.lo, s.hi], [yi, yi], color="tab:blue", lw=2, zorder=3)
+                ax.scatter([s.mean], [yi], marker="s", color="tab:blue", zorder=4)
+            if c.paper_effect is not None:
+                ax.scatter([c.paper_effect], [yi], marker="D", color="tab:red", zorder=5)
+            verdict = r.verdict if s.n else "not run"
+            ax.annotate(verdict, (1.01, yi), xycoords=("axes fraction", "data"), fontsize=7, va="center")
+        labels = [r.claim.id + (f" ({r.split})" if len(splits) > 1 else "") for r in group]
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_xlabel(f"effect A − B ({unit}); blue: ours (dots seeds, square mean, bar 95 % t CI), red: paper")
+        ax.set_ylim(-0.7, len(group) - 0.3)
+        ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
     return save(fig, path)

@@ -44,12 +44,15 @@ def fused_shards(config: dict, dataset: str, model: str, seed: int, fusion: str,
 
 def loss_curves(config: dict, trains_stage2: Callable[[str], bool]) -> list[dict]:
     """``[{"dataset", "model", "seed", "stage", "path"}]``: stage 1 (Mask R-CNN) per dataset and
-    seed, and stage 2 of every model that trains one (``trains_stage2(model)``)."""
+    seed (only the first seed's with config ``shared_stage1``), and stage 2 of every model that
+    trains one (``trains_stage2(model)``)."""
     out = []
+    shared = bool(config.get("shared_stage1"))
     for dataset in config["datasets"]:
         for seed in config["seeds"]:
-            out.append({"dataset": dataset, "model": "maskrcnn", "seed": int(seed), "stage": 1,
-                        "path": f"results/{dataset}/models/maskrcnn/seed{seed}/stage1_loss.csv"})  # fmt: skip
+            if not shared or seed == config["seeds"][0]:  # a shared stage 1 is trained once, with the first seed
+                out.append({"dataset": dataset, "model": "maskrcnn", "seed": int(seed), "stage": 1,
+                            "path": f"results/{dataset}/models/maskrcnn/seed{seed}/stage1_loss.csv"})  # fmt: skip
             for model in config["models"]:
                 if trains_stage2(model):
                     out.append({"dataset": dataset, "model": model, "seed": int(seed), "stage": 2,
@@ -131,6 +134,7 @@ PLOT_KINDS = {
     "sweep": "Fusion parameter sweeps",
     "qualitative": "Qualitative comparison",
     "worst": "Worst images",
+    "claims": "The papers' claims (forest plots)",
 }
 
 

@@ -35,8 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-BACKENDS = ("auto", "gloo", "nccl")
-DEVICES = ("auto", "cpu", "cuda")
+from segfusion.specs import BACKENDS, DEVICES  # noqa: E402  (the torch-free registries of names)
 
 
 @dataclass(frozen=True)
@@ -142,6 +141,8 @@ def wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
+    if getattr(getattr(model, "spec", None), "resolved_norm", None) == "sync_bn":
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over every process
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 

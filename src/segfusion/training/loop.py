@@ -55,7 +55,7 @@ LOG_SECONDS = 30.0
 """Seconds between progress lines when the output is not a terminal (a log file)."""
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(ValueError):
     """A non-finite loss: the message gives the iteration, the loss terms and the kept checkpoint."""
 
 

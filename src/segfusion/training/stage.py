@@ -12,6 +12,7 @@ The run hash covers what determines the weights: the `TrainSpec`, the variant, t
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -57,6 +58,27 @@ def initial_model(stage: int, variant: ModelVariant, model_spec: ModelSpec | Non
     return model
 
 
+def writable_or_fail(folder: Path, option: str) -> None:
+    """Fail before training, not after it, when ``folder`` cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".segfusion-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise OSError(err.errno, f"{option} is not writable ({err.strerror})", str(folder)) from None
+
+
+def training_data(model, split: CanonicalSplit, spec: TrainSpec) -> PanopticTrainingData:
+    """The training samples. With a random crop, the multi-scale resize happens in the data, before
+    the crop (IMP Sec. 4.3), and the detector skips its own training resize, so every training
+    input is exactly ``crop_size`` (or the whole resized image where it is smaller)."""
+    if spec.augmentation.crop_size is None:
+        return PanopticTrainingData(split, spec.augmentation)
+    model.transform._skip_resize = True  # torchvision's switch: no resize in training mode
+    return PanopticTrainingData(split, spec.augmentation, scales=model.spec.min_size, max_size=model.spec.max_size)
+
+
 def frozen_trunk(model, split: CanonicalSplit, spec: TrainSpec, run_dir: Path, log) -> TrunkCache | None:
     """The frozen-trunk cache of a stage-2 run, or None (the log says which condition failed)."""
     sizes = {(r.height, r.width) for r in split.images}
@@ -92,6 +114,9 @@ def train_stage(
         if ctx.is_main:
             print(message, flush=True)
 
+    if ctx.is_main:
+        writable_or_fail(Path(out).parent, "--out")
+        writable_or_fail(Path(run_root), "--run-dir")
     split = CanonicalSplit(data)
     validator = None
     if val_data:
@@ -106,7 +131,7 @@ def train_stage(
     torch.manual_seed(spec.seed)
     model = initial_model(stage, variant, model_spec, init, split, log)
     model.freeze(spec.freeze)
-    data_set = PanopticTrainingData(split, spec.augmentation)
+    data_set = training_data(model, split, spec)
     trunks = frozen_trunk(model, split, spec, run_dir, log) if stage == 2 else None
     t0 = time.perf_counter()
     history = train(model, data_set, spec, run_dir, progress=progress, validator=validator, ctx=ctx, trunks=trunks)

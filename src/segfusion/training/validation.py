@@ -74,7 +74,10 @@ class Validator:
             inst = Instances(pred.boxes, pred.scores, pred.labels, pred.image_size, mask_prob=pred.mask_prob)
             masks = masks_to_image(inst, threshold=0.5) if len(inst) else np.zeros((0, *inst.image_size), bool)
             rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
-            acc.add_ground_truth(rec.name, self.split.panoptic(rec))
+            from segfusion.evaluation import add_instance_ground_truth
+
+            # the split's instances.json as given when it has one (as the evaluate rule does)
+            add_instance_ground_truth(acc, self.split, rec, self.split.panoptic(rec))
             acc.add_detections(rec.name, inst.labels, inst.scores, inst.boxes, rles)
         else:
             from segfusion.resize import resize_bilinear
