@@ -56,6 +56,14 @@ class DatasetError(ValueError):
     """A raw or canonical dataset file is missing, corrupt or inconsistent; the message names it."""
 
 
+def class_list(source, names, is_thing, category, ids, colors) -> ClassInfo:
+    """A converter's `ClassInfo` from parallel lists; an inconsistent list is a `DatasetError` naming ``source``."""
+    try:
+        return ClassInfo(names=tuple(names), is_thing=tuple(is_thing), category=tuple(category), ids=tuple(ids), colors=tuple(colors))
+    except ValueError as err:
+        raise DatasetError(f"{source}: {err}") from None
+
+
 @dataclass(frozen=True)
 class RawSample:
     """One raw image and the label files that describe it (paths as the converter needs them)."""

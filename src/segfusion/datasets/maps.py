@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from segfusion.datasets.canonical import DatasetError, RawSample
+from segfusion.datasets.canonical import DatasetError, RawSample, class_list
 from segfusion.datasets.coco_panoptic import palette
 from segfusion.io.images import read_image
 from segfusion.types import IGNORE_INDEX, ClassInfo, Panoptic
@@ -96,10 +96,7 @@ def maps_classes(raw: str | os.PathLike, classes_file: str = "classes.yaml") -> 
         category.append(str(e.get("category", e["name"])))
         colors.append(tuple(col) if col is not None else pal[k])
         ids.append(native)
-    try:
-        return ClassInfo(names=tuple(names), is_thing=tuple(is_thing), category=tuple(category), ids=tuple(ids), colors=tuple(colors))
-    except ValueError as err:
-        raise DatasetError(f"{path}: {err}") from None
+    return class_list(path, names, is_thing, category, ids, colors)
 
 
 def find_samples(

@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from segfusion.datasets.canonical import INSTANCE_KEYS, DatasetError, RawSample
+from segfusion.datasets.canonical import INSTANCE_KEYS, DatasetError, RawSample, class_list
 from segfusion.datasets.coco_panoptic import palette
 from segfusion.io.atomic import read_json
 from segfusion.types import ClassInfo, Panoptic
@@ -144,10 +144,7 @@ def classes_from_categories(categories: list, path: Path, unlabeled: str = "back
         colors.insert(0, (0, 0, 0))
         category.insert(0, "background")
         is_thing.insert(0, False)
-    try:
-        return ClassInfo(names=tuple(names), is_thing=tuple(is_thing), category=tuple(category), ids=tuple(ids), colors=tuple(colors))
-    except ValueError as err:
-        raise DatasetError(f"{path}: {err}") from None
+    return class_list(path, names, is_thing, category, ids, colors)
 
 
 def read_split(

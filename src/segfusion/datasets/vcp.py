@@ -46,7 +46,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from segfusion.datasets.canonical import DatasetError, RawSample
+from segfusion.datasets.canonical import DatasetError, RawSample, class_list
 from segfusion.datasets.coco_panoptic import palette
 from segfusion.io.images import read_image
 from segfusion.types import IGNORE_INDEX, ClassInfo, Panoptic
@@ -113,10 +113,7 @@ def vcp_classes(raw: str | os.PathLike, classes_file: str = "classes.json", stuf
             colors.append(tuple(int(v) for v in col[:3]))
         else:  # background black, as in ModaNet's and most parsing datasets' label maps
             colors.append((0, 0, 0) if name.lower() == "background" else pal[k])
-    try:
-        return ClassInfo(names=tuple(names), is_thing=tuple(is_thing), category=tuple(category), ids=tuple(range(len(names))), colors=tuple(colors))
-    except ValueError as err:
-        raise DatasetError(f"{path}: {err}") from None
+    return class_list(path, names, is_thing, category, range(len(names)), colors)
 
 
 def find_samples(
