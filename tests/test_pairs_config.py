@@ -48,3 +48,25 @@ def test_claims_config_is_checked():
         validate_config(_cfg(claims={"dataset_kinds": {"nope": "street"}}), SCHEMA)
     with pytest.raises(ConfigError, match="dataset_kinds"):
         validate_config(_cfg(claims={"dataset_kinds": {"micro": "moon"}}), SCHEMA)
+
+
+def test_dataset_models_restrict_models_and_pairs_per_dataset():
+    from segfusion.config import dataset_models, dataset_pairs
+
+    cfg = _cfg(pairs={"indep": {"instances": "maskrcnn_imp", "semantic": "panoptic_fpn"}})
+    name = next(iter(cfg["datasets"]))
+    cfg["datasets"]["other"] = {**copy.deepcopy(cfg["datasets"][name]), "models": ["panoptic_fpn", "maskrcnn_imp"]}
+    cfg["datasets"]["only_fpn"] = {**copy.deepcopy(cfg["datasets"][name]), "models": ["panoptic_fpn"]}
+    cfg = validate_config(cfg, SCHEMA)
+    assert dataset_models(cfg, name) == list(cfg["models"])  # null: every model
+    assert dataset_models(cfg, "other") == [m for m in cfg["models"] if m in ("maskrcnn_imp", "panoptic_fpn")]  # config order
+    assert dataset_pairs(cfg, name) == dataset_pairs(cfg, "other") == ["indep"]
+    assert dataset_models(cfg, "only_fpn") == ["panoptic_fpn"] and dataset_pairs(cfg, "only_fpn") == []
+
+
+def test_dataset_models_must_be_configured_models():
+    cfg = _cfg()
+    name = next(iter(cfg["datasets"]))
+    cfg["datasets"][name]["models"] = ["panoptic_fpnn"]
+    with pytest.raises(ConfigError, match=rf"datasets\.{name}\.models: 'panoptic_fpnn' is not in models \(did you mean panoptic_fpn\?\)"):
+        validate_config(cfg, SCHEMA)

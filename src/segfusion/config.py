@@ -171,6 +171,7 @@ def check_specs(config: dict) -> None:
         PredictSpec,
         SpecError,
         TrainSpec,
+        did_you_mean,
         resolve_variant,
     )
 
@@ -183,6 +184,11 @@ def check_specs(config: dict) -> None:
     variants = {name: resolve_variant(name, config["custom_models"]) for name in config["models"]}
     for name, pair in config.get("pairs", {}).items():
         PairSpec.from_dict(name, pair, variants)
+    for name, d in config["datasets"].items():
+        for model in d.get("models") or []:
+            if model not in variants:
+                hint = did_you_mean(model, variants)
+                raise SpecError(f"datasets.{name}.models: {model!r} is not in models{hint}; models: {list(config['models'])}")
     for name in config.get("claims", {}).get("dataset_kinds", {}):
         if name not in config["datasets"]:
             raise SpecError(f"claims.dataset_kinds.{name}: no such dataset; datasets: {sorted(config['datasets'])}")
@@ -192,6 +198,19 @@ def check_specs(config: dict) -> None:
         FusionSpec.for_variant(name, fusion["params"].get(method, {}))
     for method, params in fusion["params"].items():
         FusionSpec.from_dict(method, params)
+
+
+def dataset_models(config: dict, dataset: str) -> list[str]:
+    """The models run on ``dataset``: its ``models`` subset, else every configured model, in the
+    order of the top-level ``models``."""
+    subset = config["datasets"][dataset].get("models")
+    return [m for m in config["models"] if subset is None or m in subset]
+
+
+def dataset_pairs(config: dict, dataset: str) -> list[str]:
+    """The pairs run on ``dataset``: those whose instances and semantic models both run there."""
+    models = set(dataset_models(config, dataset))
+    return [name for name, p in (config.get("pairs") or {}).items() if {p["instances"], p["semantic"]} <= models]
 
 
 def validation_split(dataset: dict) -> str:

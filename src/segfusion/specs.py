@@ -113,11 +113,15 @@ class Rule:
         return value
 
 
+def did_you_mean(name: str, choices) -> str:
+    """`` (did you mean X?)`` for the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def unknown_key_error(where: str, key: str, allowed, what: str = "unknown key") -> SpecError:
     """``where.key: unknown key (did you mean ...?); valid: [...]``."""
-    close = difflib.get_close_matches(key, list(allowed), n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    return SpecError(f"{where}.{key}: {what}{hint}; valid: {sorted(allowed)}")
+    return SpecError(f"{where}.{key}: {what}{did_you_mean(key, allowed)}; valid: {sorted(allowed)}")
 
 
 def check_mapping(d: Any, rules: Mapping[str, Rule], where: str, what: str = "unknown key") -> dict:
@@ -258,8 +262,7 @@ def resolve_variant(name: str, custom: Mapping | None = None) -> ModelVariant:
         return ModelVariant.from_dict(custom[name], where=f"custom_models.{name}")
     if name in MODEL_PRESETS:
         return MODEL_PRESETS[name]
-    close = difflib.get_close_matches(name, [*MODEL_PRESETS, *custom], n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
+    hint = did_you_mean(name, [*MODEL_PRESETS, *custom])
     raise SpecError(f"unknown model {name!r}{hint}; presets: {sorted(MODEL_PRESETS)}; custom: {sorted(custom)}")
 
 
@@ -679,8 +682,7 @@ class PairSpec:
             raise SpecError(f"{where}: the pair's name is also a model in models; pairs and models share the {{model}} paths")
         for role, model in values.items():
             if model not in variants:
-                close = difflib.get_close_matches(model, list(variants), n=1)
-                hint = f" (did you mean {close[0]}?)" if close else ""
+                hint = did_you_mean(model, variants)
                 raise SpecError(f"{where}.{role}: {model!r} is not in models{hint}; models: {sorted(variants)}")
         if not variants[values["instances"]].detector:
             raise SpecError(f"{where}.instances: {values['instances']!r} has no detector, so its cache holds no instances")

@@ -157,3 +157,11 @@ def test_run_notes_say_whether_stage1_was_shared():
     cfg["shared_stage1"] = True
     assert any("shared by every seed" in n for n in run_notes(cfg))
     assert CLAIMS_BY_ID["imp_t4_things"].applies_to("street")
+
+
+def test_a_model_left_out_of_a_dataset_makes_its_claims_not_run_there():
+    cfg = config(["panoptic_fpn", "panoptic_fpn_imp"], [0, 1, 2])
+    cfg["datasets"]["d"]["models"] = ["panoptic_fpn"]
+    by = rows_by_id(evaluate_claims(imp_results((0.03, 0.03, 0.03)), cfg))
+    assert by["imp_t4_things"].verdict == cs.NOT_RUN
+    assert by["imp_t4_things"].needs == "datasets.d.models: + panoptic_fpn_imp"

@@ -57,3 +57,16 @@ def test_no_qualitative_images_means_no_qualitative_inputs():
 def test_plot_subcategory():
     assert plot_subcategory(SimpleNamespace(kind="boundary")).startswith("Accuracy near boundaries")
     assert plot_subcategory(SimpleNamespace(name="metrics_bars")) == "Metric bars"
+
+
+def test_per_dataset_models_select_losses_grid_and_gallery():
+    cfg = {**CONFIG, "datasets": {"micro": {"eval_splits": ["val"]}, "small": {"eval_splits": ["val"], "models": ["panoptic_fpn"]}}}
+    spec = report_inputs(cfg, _fusions, _stage2)
+    small_losses = {c["model"] for c in spec["loss_curves"] if c["dataset"] == "small"}
+    assert small_losses == {"maskrcnn", "panoptic_fpn"}
+    grids = {q["dataset"]: {v["model"] for v in q["variants"]} for q in spec["qualitative"]}
+    assert grids == {"micro": {"maskrcnn_imp", "panoptic_fpn", "panoptic_fpn_imp"}, "small": {"panoptic_fpn"}}
+    assert {g["dataset"]: g["model"] for g in spec["gallery"]} == {"micro": "panoptic_fpn_imp", "small": "panoptic_fpn"}
+    # a configured gallery model that does not run on a dataset draws no gallery there
+    spec = report_inputs({**cfg, "report": {"gallery_model": "panoptic_fpn_imp"}}, _fusions, _stage2)
+    assert [g["dataset"] for g in spec["gallery"]] == ["micro"]

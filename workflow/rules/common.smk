@@ -9,6 +9,8 @@ import segfusion.fusion
 import segfusion.metrics
 from segfusion import sweeps
 from segfusion.config import (
+    dataset_models,
+    dataset_pairs,
     selection_warnings,
     used_splits,
     validate_config,
@@ -112,7 +114,7 @@ def all_gathered_metrics():
     out = []
     for dataset, d in config["datasets"].items():
         for split in d["eval_splits"]:
-            for model in [*config["models"], *PAIRS]:
+            for model in [*dataset_models(config, dataset), *dataset_pairs(config, dataset)]:
                 for seed in config["seeds"]:
                     for fusion in fusions_for(model):
                         out.append(

@@ -26,7 +26,7 @@ def all_caches():
         f"results/{dataset}/predictions/{model}/seed{seed}/{split}/shard-{i}-of-{SHARDS}.h5"
         for dataset, d in config["datasets"].items()
         for split in d["eval_splits"]
-        for model in config["models"]
+        for model in dataset_models(config, dataset)
         for seed in config["seeds"]
         for i in range(SHARDS)
     ]
@@ -37,7 +37,7 @@ def all_intermediates():
     out = all_caches()
     for dataset, d in config["datasets"].items():
         for split in d["eval_splits"]:
-            for model in [*config["models"], *PAIRS]:
+            for model in [*dataset_models(config, dataset), *dataset_pairs(config, dataset)]:
                 for seed in config["seeds"]:
                     for fusion in fusions_for(model):
                         for i in range(SHARDS):

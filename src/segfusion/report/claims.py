@@ -178,13 +178,18 @@ def _bootstrap_side(index, pairs, side: Side, dataset: str, split: str, seeds: t
 # --------------------------------------------------------------------------- what a claim needs
 
 
-def claim_needs(claim: Claim, config: Mapping) -> list[str]:
-    """What the config lacks for ``claim`` (models, pairs, fusion methods), as config edits."""
+def claim_needs(claim: Claim, config: Mapping, dataset: str | None = None) -> list[str]:
+    """What the config lacks for ``claim`` (models, pairs, fusion methods), as config edits; with
+    ``dataset``, also the models its ``datasets.NAME.models`` subset leaves out."""
     models = list(config.get("models") or [])
     methods = list((config.get("fusion") or {}).get("methods") or [])
     pairs = pair_names(config)
     missing = [m for m in claim.models() if m not in models]
     needs = [f"models: + {', '.join(missing)}"] if missing else []
+    subset = (config.get("datasets") or {}).get(dataset, {}).get("models") if dataset else None
+    left_out = [m for m in claim.models() if m in models and subset is not None and m not in subset]
+    if left_out:
+        needs.append(f"datasets.{dataset}.models: + {', '.join(left_out)}")
     for p in claim.pairs():
         if p not in pairs:
             needs.append(f"pairs: {{NAME: {{instances: {p.instances}, semantic: {p.semantic}}}}}")
@@ -201,7 +206,7 @@ def _seeds(config: Mapping) -> list[int]:
 def evaluate_claim(claim: Claim, index: Mapping[Key, dict], config: Mapping, dataset: str, split: str, kind: str,
                    resamples: int = cs.BOOTSTRAP_RESAMPLES) -> ClaimRow:  # fmt: skip
     """One claim on one (dataset, split)."""
-    needs = claim_needs(claim, config)
+    needs = claim_needs(claim, config, dataset)
     if needs:
         return ClaimRow(claim, dataset, split, kind, needs="; ".join(needs))
     pairs = pair_names(config)

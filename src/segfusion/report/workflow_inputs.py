@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from segfusion.config import dataset_models
+
 DEFAULT_QUALITATIVE_IMAGES = 4
 
 FusionsFor = Callable[[str], list[str]]
@@ -53,23 +55,27 @@ def loss_curves(config: dict, trains_stage2: Callable[[str], bool]) -> list[dict
             if not shared or seed == config["seeds"][0]:  # a shared stage 1 is trained once, with the first seed
                 out.append({"dataset": dataset, "model": "maskrcnn", "seed": int(seed), "stage": 1,
                             "path": f"results/{dataset}/models/maskrcnn/seed{seed}/stage1_loss.csv"})  # fmt: skip
-            for model in config["models"]:
+            for model in dataset_models(config, dataset):
                 if trains_stage2(model):
                     out.append({"dataset": dataset, "model": model, "seed": int(seed), "stage": 2,
                                 "path": f"results/{dataset}/models/{model}/seed{seed}/stage2_loss.csv"})  # fmt: skip
     return out
 
 
-def gallery_choice(config: dict, fusions_for: FusionsFor) -> tuple[str, str] | None:
-    """(model, fusion) of the worst-images gallery (see the module docstring)."""
+def gallery_choice(config: dict, fusions_for: FusionsFor, dataset: str | None = None) -> tuple[str, str] | None:
+    """(model, fusion) of the worst-images gallery (see the module docstring), among the models
+    run on ``dataset`` (config ``datasets.NAME.models``); None when the configured
+    ``report.gallery_model`` does not run there."""
     cfg = _report_cfg(config)
-    models = list(config["models"])
+    models = dataset_models(config, dataset) if dataset else list(config["models"])
     if not models:
         return None
     if cfg.get("gallery_model"):
         model = cfg["gallery_model"]
+        if model not in config["models"]:
+            raise ValueError(f"report.gallery_model {model!r} is not among the configured models {list(config['models'])}")
         if model not in models:
-            raise ValueError(f"report.gallery_model {model!r} is not among the configured models {models}")
+            return None
     else:
         fused = [m for m in models if any(f != "semantic" and "@" not in f for f in fusions_for(m))]
         model = fused[-1] if fused else models[0]
@@ -91,8 +97,8 @@ def report_inputs(config: dict, fusions_for: FusionsFor, trains_stage2: Callable
     if n <= 0 or not config["seeds"]:
         return out
     seed = int(config["seeds"][0])
-    choice = gallery_choice(config, fusions_for)
     for dataset, d in config["datasets"].items():
+        choice = gallery_choice(config, fusions_for, dataset)
         splits = d.get("eval_splits", ["val"])
         if not splits:
             continue
@@ -100,7 +106,7 @@ def report_inputs(config: dict, fusions_for: FusionsFor, trains_stage2: Callable
         data = f"results/{dataset}/data/{split}"
         variants = [
             {"model": m, "fusion": f, "seed": seed, "fused": fused_shards(config, dataset, m, seed, f, split)}
-            for m in config["models"]
+            for m in dataset_models(config, dataset)
             for f in fusions_for(m)
             if "@" not in f
         ]
