@@ -148,3 +148,14 @@ def test_same_seed_gives_identical_weights_and_validation_changes_nothing(street
 def test_unknown_loss_weight_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"unknown loss terms \['loss_clasifier'\].*loss_a"):
         train(_NaNModel(), _Data(), TrainSpec(Schedule(iterations=2, lr=0.1), batch_size=1, loss_weights={"loss_clasifier": 0.5}), tmp_path, progress=False)
+
+
+def test_a_model_without_detector_freezes_its_backbone_and_skips_detector_parts(street_canonical):
+    split = CanonicalSplit(street_canonical)
+    model = build_model(MODEL_PRESETS["semantic_ppm"], ModelSpec(min_size=(64,), max_size=128), split.classes)
+    assert model.freeze(("backbone", "rpn", "roi_heads")) == ("rpn", "roi_heads")
+    assert model.frozen == ("backbone",)
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    with pytest.raises(ValueError, match="cannot freeze 'roi_head'"):
+        model.freeze(("roi_head",))

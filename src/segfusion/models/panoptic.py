@@ -116,11 +116,20 @@ class PanopticModel(nn.Module):
     # -- freezing -------------------------------------------------------------------------------
     FREEZABLE = FREEZABLE
 
-    def freeze(self, parts) -> None:
-        """Freeze named parts (``backbone``, ``rpn``, ``roi_heads``): no gradients, kept in eval mode."""
-        self.frozen = tuple(parts)
+    def freeze(self, parts) -> tuple[str, ...]:
+        """Freeze named parts (``backbone``, ``rpn``, ``roi_heads``): no gradients, kept in eval mode.
+
+        A model without a detector (``semantic_*``) has no ``rpn`` or ``roi_heads``: those names
+        are skipped, so one stage-2 ``freeze`` list serves every model of a run. Returns the
+        skipped names (the caller logs them)."""
+        unknown = [p for p in parts if p not in self.FREEZABLE]
+        if unknown:
+            raise ValueError(f"cannot freeze {unknown[0]!r}; choose from {self.FREEZABLE}")
+        absent = tuple(p for p in parts if p != "backbone" and self.detector is None)
+        self.frozen = tuple(p for p in parts if p not in absent)
         for part in self.frozen:
             self._part(part).requires_grad_(False)
+        return absent
 
     def _part(self, name: str) -> nn.Module:
         if name not in self.FREEZABLE:

@@ -130,7 +130,9 @@ def train_stage(
     log(f"stage {stage}: {variant}, run directory {run_dir}, {ctx.world_size} process(es) on {ctx.device}")
     torch.manual_seed(spec.seed)
     model = initial_model(stage, variant, model_spec, init, split, log)
-    model.freeze(spec.freeze)
+    absent = model.freeze(spec.freeze)
+    if absent:
+        log(f"freeze: this model has no detector, so {list(absent)} are not frozen (there is nothing to freeze)")
     data_set = training_data(model, split, spec)
     trunks = frozen_trunk(model, split, spec, run_dir, log) if stage == 2 else None
     t0 = time.perf_counter()
