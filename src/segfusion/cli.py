@@ -113,10 +113,13 @@ def cmd_train(a) -> None:
 
     variant = STAGE1_VARIANT if a.stage == 1 else ModelVariant.from_dict(p.get("variant") or {}, where="train --params variant")
     torch.set_num_threads(a.threads)
-    ctx = init_distributed(a.backend, a.device)
+    ctx = init_distributed(a.backend, a.device, a.find_unused_parameters)
     try:
+        workers = max(1, a.threads // 2) if a.data_workers is None else a.data_workers
+        if workers < 0:
+            raise ValueError(f"--data-workers must be >= 0, got {workers}")
         train_stage(a.stage, a.data, spec, variant, model_spec, a.out, a.run_dir, ctx, init=a.init, val_data=a.val_data,
-                    loss_csv=a.loss_csv, progress=not a.no_progress)
+                    loss_csv=a.loss_csv, progress=not a.no_progress, data_workers=workers)
     finally:
         shutdown(ctx)
 
@@ -352,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", choices=registries["backends"], default="auto", help="torch.distributed backend under torchrun")
     s.add_argument("--device", choices=registries["devices"], default="auto", help="auto: cuda:LOCAL_RANK if available, else cpu")
     s.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    s.add_argument("--data-workers", type=int, default=None,
+                   help="DataLoader worker processes (default: half of --threads, at least 1; 0: a loading thread)")
+    s.add_argument("--find-unused-parameters", action="store_true",
+                   help="DDP's find_unused_parameters, for models that leave trainable parameters out of a step")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_train)
 

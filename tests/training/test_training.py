@@ -118,13 +118,37 @@ def test_stage2_init_keeps_stage1_weights(street_canonical):
     assert any(p.grad is not None for p in s2.head.parameters())
 
 
-def _short_run(data_dir, run_dir, validator=None, validate_every=None):
+def _short_run(data_dir, run_dir, validator=None, validate_every=None, data_workers=0, iterations=2):
     split = CanonicalSplit(data_dir)
     torch.manual_seed(PARAMS["seed"])
     model = build_model(MODEL_PRESETS["maskrcnn_imp"], ModelSpec(min_size=(64,), max_size=128), split.classes)
-    spec = TrainSpec(Schedule(iterations=2, lr=0.01, warmup_iters=1), seed=PARAMS["seed"], batch_size=2, checkpoint_every=10, validate_every=validate_every)
-    history = train(model, PanopticTrainingData(split), spec, run_dir, progress=False, validator=validator)
+    spec = TrainSpec(Schedule(iterations=iterations, lr=0.01, warmup_iters=1), seed=PARAMS["seed"], batch_size=2, checkpoint_every=10,
+                     validate_every=validate_every)  # fmt: skip
+    history = train(model, PanopticTrainingData(split), spec, run_dir, progress=False, validator=validator, data_workers=data_workers)
     return model.state_dict(), history
+
+
+def test_dataloader_workers_give_the_same_batches_and_weights(street_canonical, tmp_path):
+    # batches are pure functions of (seed, iteration, slot): loading them in 2 worker processes
+    # (random flips included) must not change a single loss or weight
+    a, hist_a = _short_run(street_canonical, tmp_path / "thread", iterations=4)
+    b, hist_b = _short_run(street_canonical, tmp_path / "workers", iterations=4, data_workers=2)
+    assert [r["loss"] for r in hist_a] == [r["loss"] for r in hist_b]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_loaded_keeps_the_iteration_order_with_workers():
+    from segfusion.training.loop import loaded
+
+    def load(it):
+        return [torch.from_numpy(np.random.default_rng(it).random(3))]
+
+    direct = [(it, load(it)) for it in range(3, 11)]
+    for workers in (0, 1, 3):
+        got = list(loaded(load, range(3, 11), workers))
+        assert [it for it, _ in got] == list(range(3, 11)), workers
+        assert all(torch.equal(b[0], d[0]) for (_, b), (_, d) in zip(got, direct)), workers
 
 
 def test_same_seed_gives_identical_weights_and_validation_changes_nothing(street_canonical, tmp_path):

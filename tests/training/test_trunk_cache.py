@@ -27,7 +27,7 @@ def stage1(street_canonical):
     return build_model(MODEL_PRESETS["maskrcnn_imp"], SPEC, split.classes).state_dict()
 
 
-def _stage2(street_canonical, stage1, run_dir, mode, model="panoptic_fpn_imp", iterations=6, data=None, **spec_kw):
+def _stage2(street_canonical, stage1, run_dir, mode, model="panoptic_fpn_imp", iterations=6, data=None, data_workers=0, **spec_kw):
     split = CanonicalSplit(street_canonical)
     torch.manual_seed(1)
     net = build_model(MODEL_PRESETS[model], SPEC, split.classes)
@@ -36,7 +36,8 @@ def _stage2(street_canonical, stage1, run_dir, mode, model="panoptic_fpn_imp", i
     net.initial_head = {k: v.clone() for k, v in net.head.state_dict().items()}
     spec = TrainSpec(Schedule(iterations=iterations, lr=0.02), batch_size=2, checkpoint_every=2, freeze=FROZEN, frozen_trunk=mode, seed=3, **spec_kw)
     trunks = frozen_trunk(net, split, spec, run_dir, print)
-    history = train(net, data or PanopticTrainingData(split, spec.augmentation), spec, run_dir, progress=False, trunks=trunks)
+    history = train(net, data or PanopticTrainingData(split, spec.augmentation), spec, run_dir, progress=False, trunks=trunks,
+                    data_workers=data_workers)
     return net, history, trunks
 
 
@@ -53,6 +54,15 @@ def test_cached_trunk_is_bit_identical_to_recomputing_it(street_canonical, stage
     assert any(not torch.equal(v, cached.initial_head[k]) for k, v in cached.head.state_dict().items())
     for key, value in stage1.items():
         assert torch.equal(cached.state_dict()[key], value), key
+
+
+def test_dataloader_workers_feed_the_cached_trunk_the_same_samples(street_canonical, stage1, tmp_path):
+    threaded, hist_t, cache_t = _stage2(street_canonical, stage1, tmp_path / "t", "cache")
+    workers, hist_w, cache = _stage2(street_canonical, stage1, tmp_path / "w", "cache", data_workers=2)
+    assert cache.hits == cache_t.hits > 0  # the same (index, flip) keys came through the workers and hit the cache
+    assert [r["loss_semantic"] for r in hist_t] == [r["loss_semantic"] for r in hist_w]
+    for key, value in threaded.state_dict().items():
+        assert torch.equal(workers.state_dict()[key], value), key
 
 
 def test_memory_mapped_cache_equals_the_in_memory_one(street_canonical, stage1, tmp_path):

@@ -8,8 +8,9 @@ object boundary. The paper does not define the boundary or the binning; our choi
   ground-truth label, the ignore label included (the image border is not a boundary);
   both sides of a label change are boundary pixels, at distance 0;
 * a pixel's distance is the Euclidean distance to the nearest boundary pixel
-  (``scipy.ndimage.distance_transform_edt`` on the non-boundary mask); in an image without
-  any boundary every pixel is at distance +inf;
+  (`segfusion.metrics.distance.distance_to`: ``scipy.ndimage.distance_transform_edt`` on the
+  non-boundary mask, or the same values compiled for large images); in an image without any
+  boundary every pixel is at distance +inf;
 * ``bins=(0, 10, 20, 50, 100, 200, 400)`` are the edges of the disjoint bins [0, 10),
   [10, 20), ..., [200, 400) and [400, inf); one confusion matrix is kept per bin;
 * ``result()`` reports per bin (``bins``) and cumulatively (``within``: all pixels at
@@ -24,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from segfusion.metrics.distance import distance_to
 from segfusion.metrics.semantic import (
     STATE_VERSION,
     check_same_size,
@@ -49,12 +51,10 @@ def boundary_mask(gt: np.ndarray) -> np.ndarray:
 
 def boundary_distance(gt: np.ndarray) -> np.ndarray:
     """(H, W) float L2 distance of every pixel to the nearest ground-truth boundary pixel."""
-    from scipy.ndimage import distance_transform_edt  # lazy: keeps `import segfusion.metrics` fast
-
     b = boundary_mask(gt)
     if not b.any():
         return np.full(b.shape, np.inf)
-    return distance_transform_edt(~b)
+    return distance_to(b)
 
 
 class BoundaryAccuracy:

@@ -15,8 +15,12 @@ How the loop uses it (choices, following the usual DDP recipe of the PyTorch doc
   see disjoint images and together exactly the images of a one-process run;
 * gradients are averaged over ranks by DDP during ``backward`` (DDP only hooks parameters used
   by ``forward``, which is why `PanopticModel.forward` dispatches to ``losses``);
-  ``find_unused_parameters=True`` because frozen parts, the IMP canvas path and
-  detector-less heads leave parameters without gradient in some iterations;
+  frozen parts have ``requires_grad=False`` and are not hooked, and every trainable
+  parameter of our models takes part in every loss (Mask R-CNN's mask loss is a zero-weighted
+  sum without positive RoIs), so DDP runs with ``find_unused_parameters=False`` (no extra
+  graph traversal per step, no warning); a custom model that leaves trainable parameters
+  out of a step needs config ``train.find_unused_parameters: true`` (DDP otherwise fails at
+  the next step saying which parameters got no gradient);
 * each rank's losses are normalised over its own images (Mask R-CNN's sampled RoIs, the
   semantic pixels) and the gradients are then averaged, as detectron2 and torchvision's
   reference scripts do; a multi-process run is therefore not bit-identical to a one-process
@@ -46,6 +50,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    find_unused_parameters: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -99,8 +104,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(backend: str = "auto", device: str = "auto") -> DistContext:
-    """Join the process group described by the environment (torchrun); one process without it."""
+def init_distributed(backend: str = "auto", device: str = "auto", find_unused_parameters: bool = False) -> DistContext:
+    """Join the process group described by the environment (torchrun); one process without it.
+    ``find_unused_parameters`` is passed to DDP (`wrap`)."""
     rank, world, local = env_ranks()
     dev = resolve_device(device, local)
     if dev.type == "cuda":
@@ -110,7 +116,7 @@ def init_distributed(backend: str = "auto", device: str = "auto") -> DistContext
         if chosen == "nccl" and dev.type != "cuda":
             raise ValueError("backend 'nccl' needs CUDA devices; use backend 'gloo' for CPU training")
         dist.init_process_group(chosen, rank=rank, world_size=world)
-    return DistContext(rank, world, local, dev)
+    return DistContext(rank, world, local, dev, find_unused_parameters)
 
 
 def shutdown(ctx: DistContext) -> None:
@@ -144,7 +150,7 @@ def wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
     if getattr(getattr(model, "spec", None), "resolved_norm", None) == "sync_bn":
         torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over every process
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=ctx.find_unused_parameters)
 
 
 def all_mean(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:

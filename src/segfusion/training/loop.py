@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.utils.data
 from tqdm import tqdm
 
 from segfusion.io.atomic import atomic_path, save_figure
@@ -85,9 +86,8 @@ def _set_rng_state(state: dict, ctx: DistContext) -> None:
 def prefetched(load, iterations):
     """Yield ``(it, load(it))`` for each iteration while ``load(it + 1)`` runs in a background thread.
 
-    Overlaps data loading (PNG decoding, targets, augmentation) with the training step, as a
-    DataLoader worker would. Batches are pure functions of the iteration, so prefetching does
-    not change them; at most one batch is loaded ahead.
+    Overlaps data loading (PNG decoding, targets, augmentation) with the training step inside
+    the training process (``data_workers=0``). At most one batch is loaded ahead.
     """
     its = list(iterations)
     if not its:
@@ -99,6 +99,44 @@ def prefetched(load, iterations):
             if k + 1 < len(its):
                 pending = pool.submit(load, its[k + 1])
             yield it, batch
+
+
+class _IterationBatches(torch.utils.data.Dataset):
+    """Item k is ``(its[k], load(its[k]))``: a map-style dataset over iterations for a DataLoader."""
+
+    def __init__(self, load, its):
+        self.load, self.its = load, its
+
+    def __len__(self) -> int:
+        return len(self.its)
+
+    def __getitem__(self, k: int):
+        return self.its[k], self.load(self.its[k])
+
+
+def _as_is(batch):
+    return batch
+
+
+def loaded(load, iterations, workers: int):
+    """``(it, load(it))`` for each iteration, loaded ahead by ``workers`` DataLoader worker
+    processes (two batches each), or by one thread (`prefetched`) when ``workers`` is 0.
+
+    Every batch is a pure function of (seed, iteration, slot) (`_load_batch` seeds each sample's
+    generator), so the worker count and torch's per-worker seeds never change a batch; the
+    DataLoader keeps the iteration order. Workers are forked, so ``load`` needs no pickling. The
+    DataLoader draws its workers' base seed from its own generator: drawn from the global torch
+    RNG it would shift the RPN / RoI sampling of training.
+    """
+    its = list(iterations)
+    if workers == 0 or not its:
+        yield from prefetched(load, its)
+        return
+    context = "fork" if "fork" in torch.multiprocessing.get_all_start_methods() else None
+    loader = torch.utils.data.DataLoader(_IterationBatches(load, its), batch_size=None, shuffle=False, num_workers=workers,
+                                         collate_fn=_as_is, prefetch_factor=2, multiprocessing_context=context,
+                                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    yield from loader
 
 
 def _to(device: torch.device, sample: tuple) -> tuple:
@@ -117,7 +155,8 @@ class _Run:
 
 
 def train(
-    model, data, spec: TrainSpec, run_dir: Path, progress: bool = True, validator=None, ctx: DistContext | None = None, trunks=None
+    model, data, spec: TrainSpec, run_dir: Path, progress: bool = True, validator=None, ctx: DistContext | None = None, trunks=None,
+    data_workers: int = 0,
 ) -> list[dict]:
     """Train ``model`` in place with ``spec``; checkpoints, loss.csv (and val.csv, val.png, best.pt) go to ``run_dir``.
 
@@ -128,8 +167,9 @@ def train(
     one ``keep_best`` maximises. ``ctx`` is the distributed context (default: the
     initialised process group, or one process on the CPU). ``trunks``: a
     `segfusion.training.trunk_cache.TrunkCache` when stage 2 runs on a frozen trunk (``data``
-    then also gives each sample's flip, `PanopticTrainingData.flip_of`). Returns the loss
-    history (identical on every rank).
+    then also gives each sample's flip, `PanopticTrainingData.flip_of`). ``data_workers``:
+    DataLoader worker processes loading the batches (`loaded`; 0 = one thread). Returns the
+    loss history (identical on every rank).
     """
     ctx = ctx or DistContext.current()
     run_dir = Path(run_dir)
@@ -147,7 +187,8 @@ def train(
     model.train()
     progress_log = _Progress(spec, run.start, enabled=progress and ctx.is_main)
     t_wait = time.perf_counter()
-    for it, batch in progress_log.wrap(prefetched(lambda i: _load_batch(data, spec, i, ctx, trunks is not None), range(run.start, spec.schedule.iterations))):
+    batches = loaded(lambda i: _load_batch(data, spec, i, ctx, trunks is not None), range(run.start, spec.schedule.iterations), data_workers)
+    for it, batch in progress_log.wrap(batches):
         row = _step(model, net, optimizer, spec, it, batch, ctx, run_dir / "last.pt", trunks)
         row["seconds"] = time.perf_counter() - t_wait  # includes waiting for the batch when loading is slower
         run.history.append(row)

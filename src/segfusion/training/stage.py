@@ -107,8 +107,10 @@ def train_stage(
     val_data: str | None = None,
     loss_csv: str | None = None,
     progress: bool = True,
+    data_workers: int = 0,
 ) -> Path:
-    """Train one stage and write ``out`` (rank 0); returns the run directory."""
+    """Train one stage and write ``out`` (rank 0); returns the run directory. ``data_workers``:
+    DataLoader worker processes that load the batches (0: one loading thread), `loop.train`."""
 
     def log(message: str) -> None:
         if ctx.is_main:
@@ -136,7 +138,8 @@ def train_stage(
     data_set = training_data(model, split, spec)
     trunks = frozen_trunk(model, split, spec, run_dir, log) if stage == 2 else None
     t0 = time.perf_counter()
-    history = train(model, data_set, spec, run_dir, progress=progress, validator=validator, ctx=ctx, trunks=trunks)
+    history = train(model, data_set, spec, run_dir, progress=progress, validator=validator, ctx=ctx, trunks=trunks,
+                    data_workers=data_workers)
     if trunks is not None:
         log(trunks.summary())
     if not ctx.is_main:
