@@ -370,6 +370,21 @@ def test_changed_setting_without_metadata_is_rerun(micro_run, tmp_path):
     assert not any(rule.startswith("train") or rule == "convert" for rule in counts), counts
 
 
+def test_changed_training_setting_without_metadata_retrains(micro_run, tmp_path):
+    """Issue 12: a training parameter changed on results without `.snakemake` metadata."""
+    work = _micro_copy(micro_run, tmp_path)
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config["stage2"]["schedule"]["lr"] = config["stage2"]["schedule"]["lr"] / 2
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    dry = run_snakemake(work, "-n", "--rerun-triggers", "mtime")
+    text = dry.stdout + dry.stderr
+    for model in ("panoptic_fpn", "panoptic_fpn_imp"):
+        assert f"segfusion integrity: {V}/models/{model}/seed0/stage2.pt is stale (train.schedule.lr: trained with" in text, text[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text.split("Job stats:")[1], re.M))
+    assert counts["train_stage2"] == "2" and "train_stage1" not in counts, counts
+    assert counts["predict"] == "2" and counts["aggregate"] == "1"  # maskrcnn_imp's cache is the stage-1 model's: kept
+
+
 # --------------------------------------------------------------------------- conversion
 def test_segment_absent_from_its_png_and_label_without_image_are_not_dropped(tmp_path):
     """Issue 12, case 5: panopticapi rejects a listed segment with no pixel; so does convert."""

@@ -116,6 +116,41 @@ def prediction_settings_hash(predict_params: dict | None, inference_params: dict
     return _hash({"inference": inference.to_dict(), "batch_size": spec.batch_size, "store_canvas": spec.store_canvas})
 
 
+def _first_difference(recorded, wanted, where: str = "") -> str | None:
+    """The first key path at which two JSON-like values differ, with both values."""
+    if isinstance(recorded, dict) and isinstance(wanted, dict):
+        for key in sorted(set(recorded) | set(wanted), key=str):
+            found = _first_difference(recorded.get(key), wanted.get(key), f"{where}.{key}" if where else str(key))
+            if found:
+                return found
+        return None
+    return None if recorded == wanted else f"{where or 'value'}: trained with {recorded!r}, the config gives {wanted!r}"
+
+
+def model_settings_mismatch(header: dict, train: dict, arch: dict | None = None, variant: dict | None = None) -> str | None:
+    """Why a model file (its header, `segfusion.io.model_header.read_model_header`) was not trained
+    with the configured stage settings ``train`` (`TrainSpec.to_dict`), network ``arch``
+    (`ModelSpec.to_dict`, stage 1) or ``variant`` (stage 2); None when it was. Values are
+    compared as JSON (tuples and lists alike)."""
+    import json
+
+    def plain(x):
+        return json.loads(json.dumps(x, sort_keys=True))
+
+    checks = [("train", (header.get("extra") or {}).get("train"), train)]
+    if arch is not None:
+        checks.append(("architecture", header.get("arch"), arch))
+    if variant is not None:
+        checks.append(("variant", header.get("variant"), variant))
+    for what, recorded, wanted in checks:
+        if recorded is None:
+            return f"{what}: not recorded in the model file"
+        found = _first_difference(plain(recorded), plain(wanted), what)
+        if found:
+            return found
+    return None
+
+
 def cache_lineage(model_path, model_digest: str, data_root, shard: tuple[int, int], settings_hash: str | None = None) -> dict:
     """The ``lineage`` of a prediction cache (`CacheWriter(lineage=...)`)."""
     out = {

@@ -14,6 +14,10 @@
 #    changed prediction itself (the default triggers). Reading the
 #    attributes costs ~1 ms per cache; the model file is not hashed here (a retrained model is
 #    newer than its caches, which the mtime trigger catches).
+#    The same holds for model files: without metadata, a stage-1 or stage-2 file whose recorded
+#    training settings (`extra.train`, and the architecture or variant) differ from the config is
+#    dated to 1970, so it is retrained and everything after it reruns. The header is read without
+#    torch (`segfusion.io.model_header`, a few ms per file).
 # 3. Consumers verify the chain (segfusion.provenance, segfusion.verify): evaluate, gather and
 #    aggregate refuse a mismatched or stale input with both identities named.
 import os
@@ -101,8 +105,57 @@ def stale_caches():
     return out
 
 
-_STALE_CACHES = stale_caches()
-for _path, _why in _STALE_CACHES:
+def all_model_files():
+    """(path, stage, seed, model) of every model file the config trains."""
+    out = []
+    for dataset in config["datasets"]:
+        for seed in sorted({stage1_seed(s) for s in config["seeds"]}):
+            out.append((stage1_file(dataset, seed), 1, seed, None))
+        for model in dataset_models(config, dataset):
+            if MODEL_VARIANTS[model].trains_stage2:
+                for seed in config["seeds"]:
+                    out.append(
+                        (f"results/{dataset}/models/{model}/seed{seed}/stage2.pt", 2, seed, model)
+                    )
+    return out
+
+
+def stale_models():
+    """(path, reason) of existing model files trained with other settings than the config's;
+    checked only without Snakemake's metadata (with it, the params trigger reruns them)."""
+    import os as _os
+
+    if snakemake_metadata_present():
+        return []
+    existing = [m for m in all_model_files() if _os.path.exists(m[0])]
+    if not existing:
+        return []
+    from segfusion.io.model_header import read_model_header
+    from segfusion.provenance import model_settings_mismatch
+    from segfusion.specs import ModelSpec, TrainSpec
+
+    arch = ModelSpec.from_dict(config["architecture"]).to_dict()
+    out = []
+    for path, stage, seed, model in existing:
+        train = TrainSpec.from_dict(config[f"stage{stage}"], f"stage{stage}", seed=seed).to_dict()
+        try:
+            header = read_model_header(path)
+        except ValueError as err:
+            out.append((path, str(err)))
+            continue
+        why = model_settings_mismatch(
+            header,
+            train,
+            arch=arch if stage == 1 else None,
+            variant=MODEL_VARIANTS[model].to_dict() if model else None,
+        )
+        if why:
+            out.append((path, why))
+    return out
+
+
+_STALE = stale_caches() + stale_models()
+for _path, _why in _STALE:
     # The DAG settings (--forcerun) are not yet set while the Snakefile is parsed; dating the stale
     # cache to 1970 makes it older than its inputs, so the mtime trigger reruns it and its consumers.
     # Only the modification time changes (never the content), and only of a file that is stale.
