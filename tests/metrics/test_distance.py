@@ -10,7 +10,7 @@ from segfusion.metrics.boundary import boundary_distance
 
 @pytest.fixture
 def compiled_always(monkeypatch):
-    if distance.numba is None:
+    if not distance.HAS_NUMBA:
         pytest.fail("numba is a dependency of segfusion and must import")
     monkeypatch.setattr(distance, "COMPILED_MIN_PIXELS", 0)
 

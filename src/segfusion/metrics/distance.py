@@ -15,23 +15,42 @@ All inputs are integers, so the squared distances are exact; the envelope's brea
 rationals with denominators below 2 W, far from any integer x by more than float64's rounding,
 so the chosen parabola is a minimal one. ``sqrt`` of the exact squared distance is what scipy
 returns, bit for bit (tests/metrics/test_distance.py compares them). Smaller images and installs
-without numba use scipy (the compiled path would cost numba's import, ~0.3 s, per job).
+without numba use scipy: the compiled path costs numba's import and the loading of the cached kernel,
+about 1.5 s per process, which pays from a few large images on.
 """
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
-try:  # numba is a dependency (segfusion.models.imp_cpu); without it scipy does the work.
-    import numba
-except ImportError:  # pragma: no cover - exercised only on installs without numba
-    numba = None
+HAS_NUMBA = importlib.util.find_spec("numba") is not None
+"""numba is a dependency (segfusion.models.imp_cpu); without it scipy does the work."""
 
 COMPILED_MIN_PIXELS = 1 << 18
 """Images with at least this many pixels (512x512) use the compiled transform."""
 
 
-def _squared_edt_kernel(feature, out):
+def _compiled_on_first_call(function):
+    """``function`` numba-compiled (or loaded from numba's disk cache) when first called, so that
+    importing this module does not import numba. A decorator, which mutmut leaves unmutated: a
+    mutation trampoline could not be compiled (mutation/EQUIVALENT.md, "Tool limits")."""
+    compiled = None
+
+    def call(*args):
+        nonlocal compiled
+        if compiled is None:
+            import numba
+
+            compiled = numba.njit(cache=True, nogil=True)(function)
+        return compiled(*args)
+
+    return call
+
+
+@_compiled_on_first_call
+def _squared_edt(feature, out):
     """feature: (H, W) bool, at least one True; out: (H, W) int64, the squared L2 distance of
     every pixel to the nearest True pixel."""
     h, w = feature.shape
@@ -82,25 +101,14 @@ def _squared_edt_kernel(feature, out):
             out[y, x] = (x - p) * (x - p) + g[y, p] * g[y, p]
 
 
-_compiled = None
-
-
-def _kernel():
-    """The numba-compiled kernel, compiled (or loaded from numba's disk cache) on first use."""
-    global _compiled
-    if _compiled is None:
-        _compiled = numba.njit(cache=True, nogil=True)(_squared_edt_kernel)
-    return _compiled
-
-
 def distance_to(feature: np.ndarray) -> np.ndarray:
     """(H, W) float64 L2 distance of every pixel to the nearest True pixel of ``feature``
     ((H, W) bool with at least one True), equal to ``distance_transform_edt(~feature)``."""
     feature = np.ascontiguousarray(feature, dtype=bool)
-    if numba is None or feature.size < COMPILED_MIN_PIXELS:
+    if not HAS_NUMBA or feature.size < COMPILED_MIN_PIXELS:
         from scipy.ndimage import distance_transform_edt  # lazy: keeps `import segfusion.metrics` fast
 
         return distance_transform_edt(~feature)
     out = np.empty(feature.shape, np.int64)
-    _kernel()(feature, out)
+    _squared_edt(feature, out)
     return np.sqrt(out.astype(np.float64))
