@@ -176,8 +176,8 @@ class _CompiledProjection(torch.autograd.Function):
         rect_w = (x_stop[:, -1] - x_start[:, 0]).clamp(min=0)
         rect_h = (y_stop[:, -1] - y_start[:, 0]).clamp(min=0)
         capacity = int((rect_w * rect_h).sum()) if len(labels) else 0
-        pixels = torch.empty(capacity, dtype=torch.int64)
-        cells = torch.empty(capacity, dtype=torch.int64)
+        pixels = torch.empty(capacity, dtype=torch.int64, device="cpu")  # not the default device: numpy views
+        cells = torch.empty(capacity, dtype=torch.int64, device="cpu")
         if capacity:
             count = _paint(
                 values.detach().contiguous().numpy(),

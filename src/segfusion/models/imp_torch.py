@@ -236,7 +236,9 @@ class _Projection(torch.autograd.Function):
             key = torch.arange(1, len(target) + 1, device=target.device, dtype=idx1.dtype).mul_(winner)
             owner = _scratch(canvas.numel(), key).index_fill_(0, target, 0)
             owner.scatter_reduce_(0, target, key, reduce="amax")
-            winner = owner.index_select(0, target) == key  # key 0 (lost) never owns
+            # key 0 (lost) never owns: at a NaN canvas pixel every entry lost, and the owner 0
+            # must not make them all winners (which would send its gradient to every cell)
+            winner = (owner.index_select(0, target) == key) & winner
         select = (idx2 - idx1).mul_(take2).add_(idx1)  # the query window holding the maximum
         cells = cell_table.index_select(0, select)
         grad = grad_canvas.reshape(-1).index_select(0, target).mul_(winner)
