@@ -114,7 +114,10 @@ def all_gathered_metrics():
     out = []
     for dataset, d in config["datasets"].items():
         for split in d["eval_splits"]:
-            for model in [*dataset_models(config, dataset), *dataset_pairs(config, dataset)]:
+            for model in [
+                *dataset_models(config, dataset),
+                *dataset_pairs(config, dataset),
+            ]:
                 for seed in config["seeds"]:
                     for fusion in fusions_for(model):
                         out.append(

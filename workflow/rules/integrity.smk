@@ -41,7 +41,10 @@ def all_intermediates():
     out = all_caches()
     for dataset, d in config["datasets"].items():
         for split in d["eval_splits"]:
-            for model in [*dataset_models(config, dataset), *dataset_pairs(config, dataset)]:
+            for model in [
+                *dataset_models(config, dataset),
+                *dataset_pairs(config, dataset),
+            ]:
                 for seed in config["seeds"]:
                     for fusion in fusions_for(model):
                         for i in range(SHARDS):
@@ -115,14 +118,20 @@ def all_model_files():
             if MODEL_VARIANTS[model].trains_stage2:
                 for seed in config["seeds"]:
                     out.append(
-                        (f"results/{dataset}/models/{model}/seed{seed}/stage2.pt", 2, seed, model)
+                        (
+                            f"results/{dataset}/models/{model}/seed{seed}/stage2.pt",
+                            2,
+                            seed,
+                            model,
+                        )
                     )
     return out
 
 
 def stale_models():
     """(path, reason) of existing model files trained with other settings than the config's;
-    checked only without Snakemake's metadata (with it, the params trigger reruns them)."""
+    checked only without Snakemake's metadata (with it, the params trigger reruns them).
+    """
     import os as _os
 
     if snakemake_metadata_present():
@@ -137,7 +146,9 @@ def stale_models():
     arch = ModelSpec.from_dict(config["architecture"]).to_dict()
     out = []
     for path, stage, seed, model in existing:
-        train = TrainSpec.from_dict(config[f"stage{stage}"], f"stage{stage}", seed=seed).to_dict()
+        train = TrainSpec.from_dict(
+            config[f"stage{stage}"], f"stage{stage}", seed=seed
+        ).to_dict()
         try:
             header = read_model_header(path)
         except ValueError as err:

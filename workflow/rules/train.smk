@@ -24,9 +24,15 @@ else:
         f" $(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1):{TRAIN['rdzv_port']}"
         " -m segfusion.cli"
     )
-TRAIN_FLAGS = f"--backend {TRAIN['backend']} --device {TRAIN['device']}" + (
-    "" if TRAIN["data_workers"] is None else f" --data-workers {TRAIN['data_workers']}"
-) + (" --find-unused-parameters" if TRAIN["find_unused_parameters"] else "")
+TRAIN_FLAGS = (
+    f"--backend {TRAIN['backend']} --device {TRAIN['device']}"
+    + (
+        ""
+        if TRAIN["data_workers"] is None
+        else f" --data-workers {TRAIN['data_workers']}"
+    )
+    + (" --find-unused-parameters" if TRAIN["find_unused_parameters"] else "")
+)
 
 
 rule train_stage1:
