@@ -206,6 +206,16 @@ class BilinearField:
         below = np.minimum(np.arange(h) + 1, h - 1)
         right = np.minimum(np.arange(w) + 1, w - 1)
         mixed = (low != low[below]) | (low != low[:, right]) | (low != low[below][:, right])
+        if self.num_channels > 1:
+            # Interpolation is monotone but rounds: a channel below the maximum by float32
+            # rounding can tie it after interpolation, and argmax then takes the lower index. Such
+            # cells are recomputed exactly. A channel equal to the maximum at a corner cannot flip
+            # (the first argmax already has the lower index, and rounding keeps the order), so
+            # exact ties (an IMP canvas's zeros) stay on the shortcut.
+            top = self.prob.max(axis=0)
+            gap = top[None] - self.prob
+            close = ((gap > 0) & (gap <= 1e-5 * np.abs(top)[None])).any(axis=0)
+            mixed |= close | close[below] | close[:, right] | close[below][:, right]
         labels = np.ascontiguousarray(np.take(np.take(low, self._y[0], axis=0), self._x[0], axis=1))
         y_start, y_count = _runs(self._y[0], h)
         x_start, x_count = _runs(self._x[0], w)
