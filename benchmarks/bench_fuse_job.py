@@ -39,6 +39,7 @@ import time  # noqa: E402
 import tracemalloc  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
+from unittest import mock  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -58,7 +59,7 @@ from segfusion.fusion import fuse  # noqa: E402
 from segfusion.inference.cache import CacheWriter  # noqa: E402
 from segfusion.io.atomic import read_json  # noqa: E402
 from segfusion.io.coco_results import coco_result  # noqa: E402
-from segfusion.metrics import PanopticQuality, SemanticConfusion  # noqa: E402
+from segfusion.metrics import PanopticQuality, SemanticConfusion, distance  # noqa: E402
 from segfusion.metrics.boundary import BoundaryAccuracy  # noqa: E402
 from segfusion.metrics.instance import InstanceAP, _rle_json  # noqa: E402
 
@@ -222,16 +223,30 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             )
         gt = fuse("kirillov", *make_inputs(1)[:2], classes)
         pred = fuse("costea", instances, semantic, classes)
-        new_s, new_gb = evaluate_image(cache, pred, gt, classes)
-        with today(encoder=True):
+        t = time.perf_counter()
+        warm = np.zeros((1024, 2048), bool)
+        warm[0, 0] = True
+        distance.distance_to(warm)  # numba import + compiled kernel load: once per evaluate job
+        load_s = time.perf_counter() - t
+
+        def median_of(runs):
+            times = sorted(runs)
+            return times[len(times) // 2]
+
+        new = [evaluate_image(cache, pred, gt, classes) for _ in range(3)]
+        new_s, new_gb = median_of(s for s, _ in new), max(g for _, g in new)
+        with mock.patch.object(distance, "COMPILED_MIN_PIXELS", np.inf):  # scipy's transform, as before
+            scipy_s = median_of(evaluate_image(cache, pred, gt, classes)[0] for _ in range(3))
+        with today(encoder=True), mock.patch.object(distance, "COMPILED_MIN_PIXELS", np.inf):
             old_s, old_gb = evaluate_image(cache, pred, gt, classes)
-        results.update(evaluate_s=new_s, evaluate_gb=new_gb, evaluate_today_s=old_s, evaluate_today_gb=old_gb)
-        print(f"{'evaluate':<10} {'s/image':>8} {'peak GB':>8} {'today s':>8} {'today GB':>9} {'ratio s':>8} {'ratio GB':>9} {'<= 0.5 s, 1 GB':>15}")
+        results.update(evaluate_s=new_s, evaluate_gb=new_gb, evaluate_scipy_edt_s=scipy_s, evaluate_today_s=old_s, evaluate_today_gb=old_gb)
+        print(f"{'evaluate':<10} {'s/image':>8} {'peak GB':>8} {'scipy EDT':>9} {'ratio':>6} {'issue-13 start s':>16} {'GB':>6} {'<= 0.5 s, 1 GB':>15}")
         print(
-            f"{'':<10} {new_s:8.3f} {new_gb:8.3f} {old_s:8.3f} {old_gb:9.3f} {old_s / new_s:7.1f}x {old_gb / max(new_gb, 1e-9):8.1f}x "
+            f"{'':<10} {new_s:8.3f} {new_gb:8.3f} {scipy_s:9.3f} {scipy_s / new_s:5.2f}x {old_s:16.3f} {old_gb:6.3f} "
             f"{str(new_s <= TARGET_S and new_gb <= TARGET_GB):>15}",
             flush=True,
         )
+        print(f"(medians of 3; the compiled distance transform costs {load_s:.2f} s once per evaluate job: numba's import and the cached kernel)")
     return results
 
 
