@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: demo test bench lint install clean mutate
+.PHONY: demo test bench smoke lint install clean mutate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks
+
+# Every preset end to end at its real image size on the CPU (1-2 iterations per stage, few images):
+# per preset and stage wall time and peak RSS in results/smoke/smoke.md. `make smoke PRESETS=coco_jsis,vcp_imp`.
+PRESETS ?=
+
+smoke: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks.smoke --cores $(CORES) $(if $(PRESETS),--presets $(PRESETS))
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -151,7 +151,12 @@ def plot_iou_delta(sem: pd.DataFrame, base: str, imp: str, path: Path, title: st
 
 
 def read_loss_csv(path: str | Path) -> pd.DataFrame:
-    """A loss CSV as written by ``segfusion train --loss-csv`` (``iteration`` and ``loss*`` columns)."""
+    """A loss CSV as written by ``segfusion train --loss-csv`` (``iteration`` and ``loss*`` columns).
+
+    A stage of 0 iterations (e.g. stage 1 skipped for pretrained weights, presets/cityscapes_imp.yaml)
+    writes a file without rows or header: it reads as a frame without rows."""
+    if not Path(path).read_text().strip():
+        return pd.DataFrame({"iteration": pd.Series([], dtype=float)})
     d = pd.read_csv(path)
     if "iteration" not in d.columns:
         raise ValueError(f"{path}: loss CSV without an 'iteration' column (columns {list(d.columns)})")
@@ -187,11 +192,14 @@ def plot_losses(curves: list[dict], path: Path, title: str) -> Path | None:
                 smooth = np.convolve(np.nan_to_num(vals), np.ones(win) / win, mode="valid")
                 ax.plot(its[win - 1 :], np.maximum(smooth, 1e-8), color=f"C{k % 10}", ls="-" if j == 0 else "--",
                         lw=2 if col == "loss" else 1, label=col if j == 0 else None)  # fmt: skip
-        ax.set_yscale("log")
+        if not ax.lines:  # every run of this panel trained 0 iterations
+            ax.text(0.5, 0.5, "0 iterations", ha="center", va="center", transform=ax.transAxes)
+        else:
+            ax.set_yscale("log")
+            ax.legend(fontsize=6)
         ax.set_xlabel("iteration")
         ax.set_ylabel("loss")
         ax.set_title(f"{key[0]} stage {key[1]} (seeds {', '.join(str(c['seed']) for c in runs)})", fontsize=9)
-        ax.legend(fontsize=6)
     fig.suptitle(title)
     fig.tight_layout()
     return save(fig, path)
