@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 
 from segfusion.models import imp_torch
 from segfusion.models.imp import cell_spans, instance_mask_projection
-
-
-def in_fresh_thread(fn):
-    """Run ``fn`` in a new thread (empty thread-local scratch) and return its result or re-raise."""
-    box = {}
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = e
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
+from tests.models.threads import in_fresh_thread  # noqa: E402
 
 # --- _log2_floor ------------------------------------------------------------------------------------
 
