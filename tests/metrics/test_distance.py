@@ -52,3 +52,21 @@ def test_boundary_distance_uses_the_same_values_at_full_size():
     b[:, 1:] |= gt[:, 1:] != gt[:, :-1]
     b[:, :-1] |= gt[:, 1:] != gt[:, :-1]
     np.testing.assert_array_equal(boundary_distance(gt), distance_transform_edt(~b))
+
+
+def _add_one(x):
+    return x + 1
+
+
+def test_compiled_on_first_call_compiles_with_numba_once():
+    # the decorator runs at import for the kernel; called here directly so that it is tested
+    import numba
+
+    wrapped = distance._compiled_on_first_call(_add_one)
+    cell = dict(zip(wrapped.__code__.co_freevars, wrapped.__closure__))["compiled"]
+    assert cell.cell_contents is None  # nothing compiled before the first call
+    assert wrapped(np.int64(2)) == 3
+    dispatcher = cell.cell_contents
+    assert isinstance(dispatcher, numba.core.registry.CPUDispatcher)
+    assert dispatcher.targetoptions.get("nogil") is True and dispatcher._cache is not None
+    assert wrapped(np.int64(5)) == 6 and cell.cell_contents is dispatcher  # compiled once
