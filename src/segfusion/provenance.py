@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 from pathlib import Path
@@ -132,7 +133,6 @@ def model_settings_mismatch(header: dict, train: dict, arch: dict | None = None,
     with the configured stage settings ``train`` (`TrainSpec.to_dict`), network ``arch``
     (`ModelSpec.to_dict`, stage 1) or ``variant`` (stage 2); None when it was. Values are
     compared as JSON (tuples and lists alike)."""
-    import json
 
     def plain(x):
         return json.loads(json.dumps(x, sort_keys=True))
@@ -205,8 +205,6 @@ class LineageError(ValueError):
 
 def fused_meta_lineage(fused) -> dict | None:
     """The lineage stored in a fused folder's ``panoptic.json`` meta (None for foreign predictions)."""
-    import json
-
     path = Path(fused)
     path = path / "panoptic.json" if path.is_dir() else path
     if not path.exists():
@@ -226,8 +224,6 @@ def evaluation_lineage(data, fused, cache=None, params: dict | None = None) -> d
     output was made from (another model, another config, a rewritten cache); a cache of another
     data split; a cache whose images or image sizes are not those of the fused shard.
     """
-    import json
-
     from segfusion.inference.cache import CacheReader
 
     gt = split_identity(data)

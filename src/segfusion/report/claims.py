@@ -23,6 +23,7 @@ import pandas as pd
 
 from segfusion import claim_statistics as cs
 from segfusion.claims import CLAIM_METRICS, CLAIMS, Claim, PairRef, Side, dataset_kind
+from segfusion.config import dataset_models
 from segfusion.metrics.statistics import dense_per_image
 
 Key = tuple  # (dataset, split, model, fusion, seed)
@@ -186,8 +187,8 @@ def claim_needs(claim: Claim, config: Mapping, dataset: str | None = None) -> li
     pairs = pair_names(config)
     missing = [m for m in claim.models() if m not in models]
     needs = [f"models: + {', '.join(missing)}"] if missing else []
-    subset = (config.get("datasets") or {}).get(dataset, {}).get("models") if dataset else None
-    left_out = [m for m in claim.models() if m in models and subset is not None and m not in subset]
+    run_here = dataset_models(config, dataset) if dataset else models
+    left_out = [m for m in claim.models() if m in models and m not in run_here]
     if left_out:
         needs.append(f"datasets.{dataset}.models: + {', '.join(left_out)}")
     for p in claim.pairs():
