@@ -96,6 +96,19 @@ def test_nan_loss_stops_with_iteration_and_terms(tmp_path):
     assert "last.pt" in str(err.value) and (tmp_path / "last.pt").exists()
 
 
+def test_weights_that_become_non_finite_stop_training_at_the_checkpoint(tmp_path):
+    model = torch.nn.Module()
+    model.variant = MODEL_PRESETS["maskrcnn_imp"]
+    model.w = torch.nn.Parameter(torch.full((1,), 1e38))
+    model.losses = lambda images, targets, **kw: {"loss_a": model.w * 3e-38}  # 3.0: finite
+    spec = TrainSpec(Schedule(iterations=3, lr=1e38, momentum=0.0, weight_decay=1.0), batch_size=1, checkpoint_every=1)
+    # weight decay 1 at lr 1e38: w - lr * (grad + w) = 1e38 - 1e38 * 1e38 -> -inf after the first step;
+    # the loss of that step (3.0) is finite, so only the weight check can catch it.
+    with pytest.raises(TrainingDiverged, match=r"non-finite weights after iteration 1 \(1 parameter tensor\(s\), first w\); the last good checkpoint is kept at \(none yet\)"):
+        train(model, _Data(), spec, tmp_path, progress=False)
+    assert not (tmp_path / "last.pt").exists()  # nothing of the diverged weights was written
+
+
 def test_stage2_init_keeps_stage1_weights(street_canonical):
     split = CanonicalSplit(street_canonical)
     from segfusion.training.checkpoint import init_from

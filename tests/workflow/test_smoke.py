@@ -37,6 +37,9 @@ def test_overlay_keeps_network_and_image_size_and_cuts_training(preset):
     for stage in ("stage1", "stage2"):
         its = merged[stage]["schedule"]["iterations"]
         assert its <= ITERATIONS and (its > 0 or cfg[stage]["schedule"]["iterations"] == 0), (stage, its)
+        # the preset's warm-up is kept: the smoke's iterations are the preset's first ones
+        assert merged[stage]["schedule"].get("warmup_iters") == cfg[stage]["schedule"].get("warmup_iters"), stage
+        assert merged[stage]["schedule"].get("warmup_factor") == cfg[stage]["schedule"].get("warmup_factor"), stage
         assert merged[stage].get("augmentation") == cfg[stage].get("augmentation")
     assert len(merged["seeds"]) == 1 and merged["predict"]["shards"] == 1
     for name, d in cfg["datasets"].items():

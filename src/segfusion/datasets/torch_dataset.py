@@ -1,16 +1,17 @@
 """A torch-facing view of a canonical split: Mask R-CNN targets and the semantic map together.
 
 Augmentations follow the IMP Cityscapes setup (Sec. 4.3): horizontal flip and colour
-jitter (brightness, contrast, saturation ±``color_jitter``, hue ±``hue_jitter``);
-multi-scale resizing is done by torchvision's transform (several training ``min_size``
-values), random crops by ``crop_size``. Every random choice comes from the generator
+jitter (brightness, contrast, saturation ±``color_jitter``, hue ±``hue_jitter``), random
+crops of ``crop_size``. With a crop and several training ``min_size`` values, the sample is
+resized to a drawn scale *then* cropped (`draw_params`, `resize_crop_sample`); without a
+crop, torchvision's transform does the multi-scale resize. Every random choice comes from the generator
 the caller passes in, so a batch is a pure function of (seed, iteration, slot) and a
 resumed run sees the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -69,14 +70,60 @@ def draw_params(
     return AugmentParams(size=size, crop=crop, flip=flip, brightness=b, contrast=c, saturation=s, hue=hue)
 
 
-def resize_sample(size: tuple[int, int], image: np.ndarray, *label_maps: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(H, W, 3) image bilinearly (as the detector transform resizes: float, align_corners=False)
-    and (H, W) label maps by nearest neighbour (PyTorch's "nearest" source index), to ``size``."""
-    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None]
-    img = torch.nn.functional.interpolate(img, size=size, mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
-    h, w = label_maps[0].shape[:2] if label_maps else image.shape[:2]
-    ys = np.minimum((np.arange(size[0]) * (h / size[0])).astype(np.int64), h - 1)
-    xs = np.minimum((np.arange(size[1]) * (w / size[1])).astype(np.int64), w - 1)
+def _bilinear_taps(in_size: int, out_size: int, start: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices i0, i1 and weights w0, w1 of output indices ``start .. start + count - 1`` of a
+    bilinear resize ``in_size -> out_size`` (align_corners=False), as PyTorch's CPU kernel computes
+    them (aten UpSample.h ``compute_indices_weights_linear``, float32): scale = in / out in float32,
+    src = max(scale * (dst + 0.5) - 0.5, 0), i0 = floor(src) (at most in - 1), i1 = i0 + 1 except at
+    the last source index, w1 = src - i0 clamped to [0, 1], w0 = 1 - w1."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    dst = np.arange(start, start + count, dtype=np.float32) + np.float32(0.5)
+    # One rounding of scale * dst - 0.5, as the fused multiply-add of the compiled kernel: the
+    # float32 product is exact in float64, and so is subtracting 0.5 from it.
+    src = np.maximum((np.float64(scale) * dst.astype(np.float64) - 0.5).astype(np.float32), np.float32(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    i1 = i0 + (i0 < in_size - 1)
+    w1 = np.clip(src - i0.astype(np.float32), np.float32(0), np.float32(1))
+    return i0, i1, np.float32(1) - w1, w1
+
+
+def _nearest_taps(in_size: int, out_size: int, start: int, count: int) -> np.ndarray:
+    """Source indices of output indices ``start ..`` of PyTorch's "nearest" resize ``in_size -> out_size``
+    (aten UpSample.h ``nearest_idx``: floor(dst * scale) in float32, scale = in / out in float32)."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    return np.minimum(np.floor(np.arange(start, start + count, dtype=np.float32) * scale).astype(np.int64), in_size - 1)
+
+
+def resize_crop_sample(
+    size: tuple[int, int], crop: tuple[int, int, int, int] | None, image: np.ndarray, *label_maps: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """The window ``crop`` (y0, x0, h, w; None = all) of the sample resized to ``size`` (h, w): the
+    (H, W, 3) image bilinearly (as the detector transform resizes: float, align_corners=False),
+    (H, W) label maps by nearest neighbour (PyTorch's "nearest" source index).
+
+    Only the window is computed: resizing the whole image first (a 2048 x 4096 float image for
+    the largest of cityscapes_imp's scales) and then cutting 512 x 1024 from it took 60 % of a
+    sample's loading time (``python benchmarks/bench_loading.py``). The label maps are exactly
+    the window of the resized maps. The image is the same bilinear interpolation (same taps and
+    weights as `_bilinear_taps`, rows weighted after columns as in PyTorch's kernel), evaluated
+    with separately rounded float32 products and sums: where PyTorch's compiled kernel fuses a
+    multiply-add, a value can differ in its last bit (tests/datasets/test_resize_crop.py bounds it).
+    """
+    in_h, in_w = image.shape[:2]
+    y0, x0, h, w = crop if crop is not None else (0, 0, *size)
+    if tuple(size) == (in_h, in_w):  # no resize (as PyTorch: a copy)
+        window = (slice(y0, y0 + h), slice(x0, x0 + w))
+        return (image[window].astype(np.float32), *(m[window] for m in label_maps))
+    r0, r1, wy0, wy1 = _bilinear_taps(in_h, size[0], y0, h)
+    c0, c1, wx0, wx1 = _bilinear_taps(in_w, size[1], x0, w)
+    wx0, wx1 = wx0[None, :, None], wx1[None, :, None]
+
+    def along_columns(rows: np.ndarray) -> np.ndarray:  # (h, W, 3) uint8 source rows -> (h, w, 3) float32
+        return rows[:, c0].astype(np.float32) * wx0 + rows[:, c1].astype(np.float32) * wx1
+
+    img = along_columns(image[r0]) * wy0[:, None, None] + along_columns(image[r1]) * wy1[:, None, None]
+    lh, lw = label_maps[0].shape[:2] if label_maps else (in_h, in_w)
+    ys, xs = _nearest_taps(lh, size[0], y0, h), _nearest_taps(lw, size[1], x0, w)
     return (img, *(m[ys[:, None], xs[None, :]] for m in label_maps))
 
 
@@ -144,8 +191,9 @@ class PanopticTrainingData:
         pan = self.split.panoptic(rec)
         params = draw_params(self.aug, image.shape[:2], rng, self.scales, self.max_size) if rng is not None else AugmentParams()
         segment_ids, semantic = pan.segment_ids, pan.semantic
-        if params.size is not None:
-            image, segment_ids, semantic = resize_sample(params.size, image, segment_ids, semantic)
+        if params.size is not None:  # multi-scale: the crop's window of the resized sample
+            image, segment_ids, semantic = resize_crop_sample(params.size, params.crop, image, segment_ids, semantic)
+            params = replace(params, crop=None)
         image, segment_ids, semantic = apply_geometry(params, image, segment_ids, semantic)
         things = [s for s in pan.segments if s.is_thing and not s.iscrowd]
         masks = np.stack([segment_ids == s.id for s in things]) if things else np.zeros((0, *semantic.shape), bool)

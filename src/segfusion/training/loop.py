@@ -57,7 +57,8 @@ LOG_SECONDS = 30.0
 
 
 class TrainingDiverged(ValueError):
-    """A non-finite loss: the message gives the iteration, the loss terms and the kept checkpoint."""
+    """A non-finite loss, or weights that became non-finite: the message gives the iteration,
+    the loss terms or the first bad parameter, and the kept checkpoint."""
 
 
 def batch_indices(n: int, batch_size: int, seed: int, iteration: int) -> list[int]:
@@ -301,7 +302,19 @@ def _validate(model, validator, spec: TrainSpec, run: _Run, done: int, run_dir: 
 
 
 def _checkpoint(model, optimizer, run: _Run, done: int, run_dir: Path, ctx: DistContext) -> None:
-    """``last.pt`` (every rank's RNG state included) and loss.csv, written by rank 0."""
+    """``last.pt`` (every rank's RNG state included) and loss.csv, written by rank 0.
+
+    Non-finite weights raise `TrainingDiverged` instead: a loss check alone lets the last
+    steps' divergence through (the loss of a step is finite, the update it makes is not; found
+    by `make smoke`, whose untrained networks at the preset's learning rate produced a model of
+    NaN weights that only failed at prediction). The previous ``last.pt`` is kept."""
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        last = run_dir / "last.pt"
+        raise TrainingDiverged(
+            f"non-finite weights after iteration {done} ({len(bad)} parameter tensor(s), first {bad[0]}); "
+            f"the last good checkpoint is kept at {last if last.exists() else '(none yet)'}"
+        )
     rng_ranks = all_gather(_rng_state(ctx), ctx)
     if ctx.is_main:
         save_checkpoint(run_dir / "last.pt", model, optimizer, done, run.history, rng_ranks=rng_ranks, world_size=ctx.world_size, val_history=run.val_history)
