@@ -16,6 +16,10 @@ count w when w workers load a batch within the step time (the workers run ``w`` 
 once): the printed "step time this covers" is seconds per batch, which must be below a GPU
 step of the preset for loading not to be the bottleneck.
 
+First, the resize step of one sample at every scale: the crop's window only
+(`resize_crop_sample`) against the whole sample resized and then cut (the path before it), in
+the same run.
+
     python benchmarks/bench_loading.py [--images 8] [--batch 16] [--batches 4] [--workers 0,1,2]
 """
 
@@ -64,6 +68,52 @@ def time_batches(data_dir: Path, batch: int, batches: int, workers: int) -> list
     return times
 
 
+def resize_step_ms(data_dir: Path, repeats: int = 3) -> list[tuple[int, float, float, float]]:
+    """Per training scale: median ms of the resize step of one sample, the crop's window only
+    (`resize_crop_sample`, today's path) against resizing the whole sample and then cutting the
+    crop (the path before it: torch ``interpolate`` of the image, nearest indexing of the two
+    label maps), and of a whole `PanopticTrainingData.sample` at that scale; one thread."""
+    import numpy as np
+    import torch
+
+    from segfusion.datasets.canonical import CanonicalSplit
+    from segfusion.datasets.torch_dataset import PanopticTrainingData, _nearest_taps, resize_crop_sample, scaled_size
+    from segfusion.specs import Augmentation
+
+    torch.set_num_threads(1)
+    split = CanonicalSplit(data_dir)
+    rec = split.images[0]
+    image, pan = split.image(rec), split.panoptic(rec)
+    labels = (pan.segment_ids, pan.semantic)
+
+    def whole_then_crop(size, crop):
+        img = torch.from_numpy(image).permute(2, 0, 1).float()[None]
+        img = torch.nn.functional.interpolate(img, size=size, mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+        ys, xs = _nearest_taps(SIZE[0], size[0], 0, size[0]), _nearest_taps(SIZE[1], size[1], 0, size[1])
+        y0, x0, h, w = crop
+        return [a[y0 : y0 + h, x0 : x0 + w] for a in (img, *(m[ys[:, None], xs[None, :]] for m in labels))]
+
+    def median_ms(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return 1000 * statistics.median(times)
+
+    out = []
+    aug = Augmentation(hflip=True, color_jitter=0.4, hue_jitter=0.4, crop_size=(512, 1024))
+    for scale in SCALES:
+        size = scaled_size(SIZE, scale, 4096)
+        crop = (size[0] - 512) // 2, (size[1] - 1024) // 2, 512, 1024
+        window = median_ms(lambda: resize_crop_sample(size, crop, image, *labels))
+        whole = median_ms(lambda: whole_then_crop(size, crop))
+        data = PanopticTrainingData(split, aug, scales=(scale,), max_size=4096)
+        sample = median_ms(lambda: data.sample(0, np.random.default_rng(0)))
+        out.append((scale, window, whole, sample))
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=8)
@@ -74,6 +124,15 @@ def main(argv: list[str] | None = None) -> None:
     counts = [int(w) for w in a.workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         data = make_data(Path(tmp), a.images)
+        print("resize step of one sample (one thread, median of 3): the crop's window vs the whole sample resized, then cut")
+        rows = resize_step_ms(data)
+        for scale, window, whole, sample in rows:
+            print(f"  short side {scale:4d}: window {window:6.1f} ms, whole then crop {whole:6.1f} ms ({whole / window:5.1f}x); "
+                  f"whole sample {sample:6.1f} ms")
+        mean_sample = statistics.mean(r[3] for r in rows)
+        mean_saved = statistics.mean(r[2] - r[1] for r in rows)
+        print(f"  mean over the scales: sample {mean_sample:.0f} ms, {mean_saved:.0f} ms saved per sample "
+              f"({(mean_sample + mean_saved) / mean_sample:.2f}x faster loading)")
         print(f"{a.batches} batches of {a.batch} images, {SIZE[0]}x{SIZE[1]} resized to a short side in {SCALES} and cropped to 512x1024")
         base = None
         for w in counts:

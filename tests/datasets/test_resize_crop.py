@@ -73,5 +73,7 @@ def test_same_size_is_an_exact_copy_of_the_window():
     np.testing.assert_array_equal(img, image[5:25, 7:37].astype(np.float32))
     np.testing.assert_array_equal(lab, label[5:25, 7:37])
     img, lab = resize_crop_sample((80, 120), None, image, label)  # no crop: the whole resized sample
-    assert img.shape == (80, 120, 3) and lab.shape == (80, 120)
     np.testing.assert_array_equal(lab, np.repeat(np.repeat(label, 2, 0), 2, 1))
+    ref_img, ref_lab = torch_resize_then_crop((80, 120), (0, 0, 80, 120), image, label)
+    np.testing.assert_array_equal(img, ref_img)  # the whole window is PyTorch's resize, bit for bit
+    np.testing.assert_array_equal(lab, ref_lab)

@@ -104,16 +104,25 @@ def resize_crop_sample(
     Only the window is computed: resizing the whole image first (a 2048 x 4096 float image for
     the largest of cityscapes_imp's scales) and then cutting 512 x 1024 from it took 60 % of a
     sample's loading time (``python benchmarks/bench_loading.py``). The label maps are exactly
-    the window of the resized maps. The image is the same bilinear interpolation (same taps and
-    weights as `_bilinear_taps`, rows weighted after columns as in PyTorch's kernel), evaluated
-    with separately rounded float32 products and sums: where PyTorch's compiled kernel fuses a
-    multiply-add, a value can differ in its last bit (tests/datasets/test_resize_crop.py bounds it).
+    the window of the resized maps. The image is the same bilinear interpolation (PyTorch's taps
+    and weights exactly, `_bilinear_taps`), evaluated with separately rounded float32 products
+    and sums, so a value can differ from PyTorch's in the last bits, by as much as PyTorch's
+    own result differs between 1 and 2 threads (another kernel): at most 4.6e-5 on the 0-255
+    scale in tests/datasets/test_resize_crop.py. A window that is the whole resized sample (a
+    crop as large as the scale) is PyTorch's resize itself, which is faster there.
     """
     in_h, in_w = image.shape[:2]
     y0, x0, h, w = crop if crop is not None else (0, 0, *size)
     if tuple(size) == (in_h, in_w):  # no resize (as PyTorch: a copy)
         window = (slice(y0, y0 + h), slice(x0, x0 + w))
         return (image[window].astype(np.float32), *(m[window] for m in label_maps))
+    lh, lw = label_maps[0].shape[:2] if label_maps else (in_h, in_w)
+    ys, xs = _nearest_taps(lh, size[0], y0, h), _nearest_taps(lw, size[1], x0, w)
+    labels = tuple(m[ys[:, None], xs[None, :]] for m in label_maps)
+    if (h, w) == tuple(size):  # the window is everything: PyTorch's own kernel is faster
+        img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None]
+        img = torch.nn.functional.interpolate(img, size=size, mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+        return (img, *labels)
     r0, r1, wy0, wy1 = _bilinear_taps(in_h, size[0], y0, h)
     c0, c1, wx0, wx1 = _bilinear_taps(in_w, size[1], x0, w)
     wx0, wx1 = wx0[None, :, None], wx1[None, :, None]
@@ -122,9 +131,7 @@ def resize_crop_sample(
         return rows[:, c0].astype(np.float32) * wx0 + rows[:, c1].astype(np.float32) * wx1
 
     img = along_columns(image[r0]) * wy0[:, None, None] + along_columns(image[r1]) * wy1[:, None, None]
-    lh, lw = label_maps[0].shape[:2] if label_maps else (in_h, in_w)
-    ys, xs = _nearest_taps(lh, size[0], y0, h), _nearest_taps(lw, size[1], x0, w)
-    return (img, *(m[ys[:, None], xs[None, :]] for m in label_maps))
+    return (img, *labels)
 
 
 def apply_geometry(p: AugmentParams, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
