@@ -77,7 +77,12 @@ def resize_step_ms(data_dir: Path, repeats: int = 3) -> list[tuple[int, float, f
     import torch
 
     from segfusion.datasets.canonical import CanonicalSplit
-    from segfusion.datasets.torch_dataset import PanopticTrainingData, _nearest_taps, resize_crop_sample, scaled_size
+    from segfusion.datasets.torch_dataset import (
+        PanopticTrainingData,
+        _nearest_taps,
+        resize_crop_sample,
+        scaled_size,
+    )
     from segfusion.specs import Augmentation
 
     torch.set_num_threads(1)
@@ -93,11 +98,11 @@ def resize_step_ms(data_dir: Path, repeats: int = 3) -> list[tuple[int, float, f
         y0, x0, h, w = crop
         return [a[y0 : y0 + h, x0 : x0 + w] for a in (img, *(m[ys[:, None], xs[None, :]] for m in labels))]
 
-    def median_ms(fn) -> float:
+    def median_ms(fn, *args) -> float:
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
-            fn()
+            fn(*args)
             times.append(time.perf_counter() - t)
         return 1000 * statistics.median(times)
 
@@ -106,10 +111,10 @@ def resize_step_ms(data_dir: Path, repeats: int = 3) -> list[tuple[int, float, f
     for scale in SCALES:
         size = scaled_size(SIZE, scale, 4096)
         crop = (size[0] - 512) // 2, (size[1] - 1024) // 2, 512, 1024
-        window = median_ms(lambda: resize_crop_sample(size, crop, image, *labels))
-        whole = median_ms(lambda: whole_then_crop(size, crop))
+        window = median_ms(resize_crop_sample, size, crop, image, *labels)
+        whole = median_ms(whole_then_crop, size, crop)
         data = PanopticTrainingData(split, aug, scales=(scale,), max_size=4096)
-        sample = median_ms(lambda: data.sample(0, np.random.default_rng(0)))
+        sample = median_ms(data.sample, 0, np.random.default_rng(0))
         out.append((scale, window, whole, sample))
     return out
 
