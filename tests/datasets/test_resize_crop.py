@@ -75,5 +75,11 @@ def test_same_size_is_an_exact_copy_of_the_window():
     img, lab = resize_crop_sample((80, 120), None, image, label)  # no crop: the whole resized sample
     np.testing.assert_array_equal(lab, np.repeat(np.repeat(label, 2, 0), 2, 1))
     ref_img, ref_lab = torch_resize_then_crop((80, 120), (0, 0, 80, 120), image, label)
-    np.testing.assert_array_equal(img, ref_img)  # the whole window is PyTorch's resize, bit for bit
+    np.testing.assert_array_equal(img, ref_img)  # a large window is PyTorch's resize, bit for bit
     np.testing.assert_array_equal(lab, ref_lab)
+    img, _ = resize_crop_sample((80, 120), (10, 20, 40, 60), image, label)  # 40 x 60 = 1/4: computed
+    ref_img, _ = torch_resize_then_crop((80, 120), (10, 20, 40, 60), image, label)
+    np.testing.assert_allclose(img, ref_img, rtol=0, atol=1e-4)
+    img, _ = resize_crop_sample((80, 120), (10, 20, 60, 60), image, label)  # 60 x 60 = 3/8: cut from PyTorch's
+    ref_img, _ = torch_resize_then_crop((80, 120), (10, 20, 60, 60), image, label)
+    np.testing.assert_array_equal(img, ref_img)
