@@ -280,6 +280,7 @@ def _step(model, net, optimizer, spec: TrainSpec, it: int, batch: list, ctx: Dis
 
 def _validate(model, validator, spec: TrainSpec, run: _Run, done: int, run_dir: Path, ctx: DistContext, progress_log) -> None:
     """Score the model without touching its RNG; keep its weights in best.pt when they are the best."""
+    _check_weights(model, done, run_dir)  # a diverged model would fail inside the validator, obscurely
     cuda_devices = [ctx.device] if ctx.device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):
         result = validator(model, ctx)
@@ -301,13 +302,9 @@ def _validate(model, validator, spec: TrainSpec, run: _Run, done: int, run_dir: 
     progress_log.write(f"validation after {done} iterations: {metric} = {'n/a' if value is None else f'{value:.4f}'}" + (" (best so far)" if improved else ""))
 
 
-def _checkpoint(model, optimizer, run: _Run, done: int, run_dir: Path, ctx: DistContext) -> None:
-    """``last.pt`` (every rank's RNG state included) and loss.csv, written by rank 0.
-
-    Non-finite weights raise `TrainingDiverged` instead: a loss check alone lets the last
-    steps' divergence through (the loss of a step is finite, the update it makes is not; found
-    by `make smoke`, whose untrained networks at the preset's learning rate produced a model of
-    NaN weights that only failed at prediction). The previous ``last.pt`` is kept."""
+def _check_weights(model, done: int, run_dir: Path) -> None:
+    """`TrainingDiverged` naming the iteration and the first non-finite parameter, if any
+    (checked before every validation and checkpoint, not every step: a pass over all weights)."""
     bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:
         last = run_dir / "last.pt"
@@ -315,6 +312,16 @@ def _checkpoint(model, optimizer, run: _Run, done: int, run_dir: Path, ctx: Dist
             f"non-finite weights after iteration {done} ({len(bad)} parameter tensor(s), first {bad[0]}); "
             f"the last good checkpoint is kept at {last if last.exists() else '(none yet)'}"
         )
+
+
+def _checkpoint(model, optimizer, run: _Run, done: int, run_dir: Path, ctx: DistContext) -> None:
+    """``last.pt`` (every rank's RNG state included) and loss.csv, written by rank 0.
+
+    Non-finite weights raise `TrainingDiverged` instead: a loss check alone lets the last
+    steps' divergence through (the loss of a step is finite, the update it makes is not; found
+    by `make smoke`, whose untrained networks at the preset's learning rate produced a model of
+    NaN weights that only failed at prediction). The previous ``last.pt`` is kept."""
+    _check_weights(model, done, run_dir)
     rng_ranks = all_gather(_rng_state(ctx), ctx)
     if ctx.is_main:
         save_checkpoint(run_dir / "last.pt", model, optimizer, done, run.history, rng_ranks=rng_ranks, world_size=ctx.world_size, val_history=run.val_history)
