@@ -103,7 +103,8 @@ def resize_crop_sample(
 
     Only the window is computed: resizing the whole image first (a 2048 x 4096 float image for
     the largest of cityscapes_imp's scales) and then cutting 512 x 1024 from it took 60 % of a
-    sample's loading time (``python benchmarks/bench_loading.py``). The label maps are exactly
+    sample's loading time at that scale, 1/3 averaged over the scales
+    (``python benchmarks/bench_loading.py``). The label maps are exactly
     the window of the resized maps. The image is the same bilinear interpolation (PyTorch's taps
     and weights exactly, `_bilinear_taps`), evaluated with separately rounded float32 products
     and sums, so a value can differ from PyTorch's in the last bits, by as much as PyTorch's
