@@ -83,3 +83,16 @@ def test_same_size_is_an_exact_copy_of_the_window():
     img, _ = resize_crop_sample((80, 120), (10, 20, 60, 60), image, label)  # 60 x 60 = 3/8: cut from PyTorch's
     ref_img, _ = torch_resize_then_crop((80, 120), (10, 20, 60, 60), image, label)
     np.testing.assert_array_equal(img, ref_img)
+
+
+def test_cityscapes_scales_match_pytorch():
+    """cityscapes_imp's training input: a 1024 x 2048 image at short sides 1448 and 2048, 512 x 1024 crops."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (1024, 2048, 3), dtype=np.uint8)
+    label = rng.integers(0, 34, (1024, 2048)).astype(np.int32)
+    for size, crop in (((1448, 2896), (531, 1203, 512, 1024)), ((2048, 4096), (1536, 3072, 512, 1024)), ((2048, 4096), (0, 0, 512, 1024))):
+        got_img, got_lab = resize_crop_sample(size, crop, image, label)
+        ref_img, ref_lab = torch_resize_then_crop(size, crop, image, label)
+        np.testing.assert_array_equal(got_lab, ref_lab)
+        np.testing.assert_allclose(got_img, ref_img, rtol=0, atol=1e-4)
