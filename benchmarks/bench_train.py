@@ -243,9 +243,11 @@ def main(argv: list[str] | None = None) -> dict:
     # Each repeat ran plain then ours back to back: the median of the per-repeat ratios is
     # robust to one lucky or unlucky run, which the best-of figure above is not.
     paired = 100.0 * (statistics.median(p["images_per_second"] / o["images_per_second"] for p, o in zip(results["plain"], results["ours"], strict=True)) - 1.0)
-    verdict = {v: "within" if v <= 10.0 else "ABOVE" for v in (overhead, paired)}
-    print(f"  overhead of our loop: {overhead:+.1f} % (best of each, median iteration; {verdict[overhead]} the 10 % target), "
-          f"{paired:+.1f} % (median of the {a.repeats} back-to-back pairs; {verdict[paired]} the target), "
+    def verdict(percent: float) -> str:
+        return "within" if percent <= 10.0 else "ABOVE"
+
+    print(f"  overhead of our loop: {overhead:+.1f} % (best of each, median iteration; {verdict(overhead)} the 10 % target), "
+          f"{paired:+.1f} % (median of the {a.repeats} back-to-back pairs; {verdict(paired)} the target), "
           f"{overhead_cpu:+.1f} % in CPU time over the whole run (with our setup and final checkpoint)")
     return {"best": best, "overhead_percent": overhead, "overhead_paired_percent": paired, "overhead_cpu_percent": overhead_cpu, "runs": results, "stage2": stage2}
 
